@@ -1,0 +1,105 @@
+"""Reference outputs of the source model in transformers (float32 on CPU).
+
+Request: ``model_dir``, ``prompts`` (each ``{"id", "kind": "text"|"chat", "text" |
+"messages"}``), ``max_new_tokens``, ``out_dir``. For every prompt the result holds
+the exact input ids, the path of a ``.npy`` file with the logits of every position,
+and the greedy continuation. The tokenizer facts the backends must preserve (EOS
+ids, chat template) come back too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hubquant_worker.protocol import StepError, info, serve
+
+
+def source_eos_ids(model_dir: Path, config) -> list[int]:
+    """Collect every EOS id that config.json and generation_config.json declare."""
+    ids: list[int] = []
+    for value in (getattr(config, "eos_token_id", None),):
+        ids.extend(_as_id_list(value))
+    generation_file = model_dir / "generation_config.json"
+    if generation_file.is_file():
+        ids.extend(_as_id_list(json.loads(generation_file.read_text()).get("eos_token_id")))
+    return sorted(set(ids))
+
+
+def _as_id_list(value) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(item) for item in value]
+
+
+def encode_prompt(tokenizer, prompt: dict) -> tuple[str, list[int]]:
+    if prompt["kind"] == "chat":
+        if not tokenizer.chat_template:
+            raise StepError("the source tokenizer has no chat template")
+        text = tokenizer.apply_chat_template(
+            prompt["messages"], add_generation_prompt=True, tokenize=False
+        )
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        text = prompt["text"]
+        ids = tokenizer(text)["input_ids"]
+    return text, list(ids)
+
+
+def handle(request: dict) -> dict:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(request["model_dir"])
+    out_dir = Path(request["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+
+    config = AutoConfig.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    info(f"loading {model_dir.name} in transformers (float32)")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    eos_ids = source_eos_ids(model_dir, config)
+
+    results = []
+    for prompt in request["prompts"]:
+        text, ids = encode_prompt(tokenizer, prompt)
+        input_ids = torch.tensor([ids])
+        with torch.no_grad():
+            logits = model(input_ids).logits[0].float().numpy()
+            generated = model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=request.get("max_new_tokens", 8),
+                do_sample=False,
+                eos_token_id=eos_ids or None,
+                pad_token_id=eos_ids[0] if eos_ids else 0,
+            )
+        logits_path = out_dir / f"{prompt['id']}.logits.npy"
+        np.save(logits_path, logits.astype(np.float32))
+        results.append(
+            {
+                "id": prompt["id"],
+                "text": text,
+                "input_ids": ids,
+                "logits_path": str(logits_path),
+                "continuation": generated[0, len(ids) :].tolist(),
+            }
+        )
+
+    return {
+        "prompts": results,
+        "eos_ids": eos_ids,
+        "chat_template": tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
+        "vocab_size": int(config.vocab_size),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+
+
+if __name__ == "__main__":
+    serve(handle)
