@@ -265,6 +265,23 @@ def read_tensor(request: dict) -> dict:
     return {"values": None}
 
 
+def max_abs(request: dict) -> dict:
+    """Return the largest absolute weight among the file's float tensors."""
+    reader = gguf.GGUFReader(request["file"])
+    peak = 0.0
+    for tensor in reader.tensors:
+        kind = tensor.tensor_type
+        if kind == gguf.GGMLQuantizationType.BF16:
+            raw = np.asarray(tensor.data).view(np.uint16).astype(np.uint32) << 16
+            values = raw.view(np.float32)
+        elif kind in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            values = np.asarray(tensor.data)
+        else:
+            continue
+        peak = max(peak, float(np.abs(values.astype(np.float32)).max()))
+    return {"max_abs": peak}
+
+
 def inspect(request: dict) -> dict:
     return describe(Path(request["file"]))
 
@@ -474,6 +491,7 @@ OPERATIONS = {
     "quantize": quantize,
     "inspect": inspect,
     "read_tensor": read_tensor,
+    "max_abs": max_abs,
     "split": split,
     "evaluate": evaluate,
     "forced_stop": forced_stop,

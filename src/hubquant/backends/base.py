@@ -1,0 +1,74 @@
+"""What every backend provides, and the objects it hands to the publisher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from hubquant.progress import Reporter
+from hubquant.reference import ReferenceOutputs
+from hubquant.source import LocalSource
+from hubquant.targets import Target
+from hubquant.validation import ValidationReport
+
+
+@dataclass
+class Artifact:
+    """A built and validated output: one target's files inside a release repo."""
+
+    target: Target
+    files: list[Path]
+    size_bytes: int
+    bits_per_weight: float
+    validation: ValidationReport
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def published_names(self) -> list[str]:
+        return [path.name for path in self.files]
+
+
+@dataclass
+class Release:
+    """One Hub repo's worth of artifacts from one backend."""
+
+    backend: str
+    repo_name: str
+    targets: list[Target]
+    artifacts: list[Artifact] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+
+
+@dataclass
+class BuildContext:
+    """Everything a backend needs for one job."""
+
+    source: LocalSource
+    reference: ReferenceOutputs | None
+    work_dir: Path
+    reporter: Reporter
+    max_file_bytes: int
+    force: bool = False
+    on_artifact: Callable[[Release, Artifact], None] | None = None
+    threads: int = 0
+
+
+class Backend(Protocol):
+    name: str
+    toolchain: str
+    library_name: str
+
+    def normalize_precision(self, precision: str) -> str: ...
+
+    def supported_architectures(self) -> frozenset[str]: ...
+
+    def release_name(self, model_name: str, target: Target) -> str: ...
+
+    def estimate_bytes(self, parameters: int, target: Target) -> int: ...
+
+    def build(self, context: BuildContext, release: Release) -> None: ...
+
+    def render_card(self, release: Release, context: dict) -> str: ...

@@ -1,0 +1,424 @@
+"""llama.cpp GGUF backend: convert once, quantize to every requested type, validate.
+
+The conversion keeps the source precision (a BF16 source gives a BF16 intermediate)
+so nothing is silently downcast; every other type is quantized from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubquant import toolchains
+from hubquant.backends.base import Artifact, BuildContext, Release
+from hubquant.errors import SourceError, ToolchainError, UsageError
+from hubquant.progress import CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
+from hubquant.targets import Target
+from hubquant.validation import ValidationReport
+
+log = logging.getLogger(__name__)
+
+F16_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class GgufType:
+    """A GGUF file type: nominal bits per weight (llama.cpp's quantize help) and limits."""
+
+    name: str
+    nominal_bpw: float
+    kl_mean_limit: float
+    top1_min: float
+
+
+# Nominal sizes are those llama-quantize prints for a 7B Llama in the pinned release.
+# The KL and top-1 limits are pass/fail bounds for the comparison with the
+# unquantized conversion; they were set from measurements on the tiny random Phi
+# models of the test suite (see docs/benchmarks.md) with a wide margin, so that
+# they catch broken files rather than grade quality.
+GGUF_TYPES = {
+    t.name: t
+    for t in [
+        GgufType("F32", 32.0, 1e-4, 0.99),
+        GgufType("BF16", 16.0, 5e-3, 0.95),
+        GgufType("F16", 16.0, 5e-3, 0.95),
+        GgufType("Q8_0", 8.5, 0.02, 0.90),
+        GgufType("Q6_K", 6.56, 0.05, 0.80),
+        GgufType("Q5_K_M", 5.7, 0.10, 0.70),
+        GgufType("Q5_K_S", 5.54, 0.10, 0.70),
+        GgufType("Q5_0", 5.5, 0.10, 0.70),
+        GgufType("Q4_K_M", 4.89, 0.25, 0.55),
+        GgufType("Q4_K_S", 4.58, 0.25, 0.55),
+        GgufType("Q4_0", 4.5, 0.25, 0.55),
+        GgufType("IQ4_XS", 4.25, 0.25, 0.55),
+        GgufType("IQ4_NL", 4.5, 0.25, 0.55),
+        GgufType("Q3_K_L", 4.27, 0.6, 0.35),
+        GgufType("Q3_K_M", 3.91, 0.6, 0.35),
+        GgufType("Q3_K_S", 3.5, 0.8, 0.30),
+        GgufType("Q2_K", 3.0, 1.5, 0.20),
+    ]
+}
+UNQUANTIZED = ("F32", "F16", "BF16")
+# Types whose quantizer refuses to run without an importance matrix.
+IMATRIX_TYPES = (
+    "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS",
+    "IQ3_S", "IQ3_M", "Q2_K_S",
+)  # fmt: skip
+
+# Architectures whose llama.cpp converter and runtime this project has tested.
+ARCHITECTURES = frozenset(
+    {"Phi3ForCausalLM", "PhiForCausalLM", "PhiMoEForCausalLM", "LlamaForCausalLM",
+     "MistralForCausalLM", "Qwen2ForCausalLM"}
+)  # fmt: skip
+
+SOURCE_DTYPE_TO_GGUF = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
+
+# Max |logit difference| between the unquantized conversion and transformers in
+# float32, by intermediate type. FINDINGS-style measurements on tiny random Phi-3
+# models gave 0.006 (F32), 0.012 (F16) and 0.08 (BF16); the limits leave room.
+SOURCE_LOGIT_LIMITS = {"F32": 0.02, "F16": 0.05, "BF16": 0.2}
+SOURCE_TOP1_MIN = 0.95
+
+
+class GgufBackend:
+    name = "gguf"
+    toolchain = "gguf"
+    library_name = "gguf"
+
+    def normalize_precision(self, precision: str) -> str:
+        name = precision.strip().upper()
+        if name in GGUF_TYPES:
+            return name
+        if name in IMATRIX_TYPES:
+            raise UsageError(
+                f"GGUF type {name} needs an importance matrix, which this run does not "
+                "compute; choose IQ4_XS or a K-quant such as Q3_K_M instead"
+            )
+        known = ", ".join(GGUF_TYPES)
+        raise UsageError(f"unknown GGUF type {precision!r}; known types: {known}")
+
+    def supported_architectures(self) -> frozenset[str]:
+        return ARCHITECTURES
+
+    def repo_name(self, model_name: str) -> str:
+        return f"{model_name}-GGUF"
+
+    def release_name(self, model_name: str, target: Target) -> str:
+        return self.repo_name(model_name)
+
+    def file_name(self, model_name: str, type_name: str) -> str:
+        return f"{model_name}-{type_name}.gguf"
+
+    def estimate_bytes(self, parameters: int, target: Target) -> int:
+        return int(parameters * GGUF_TYPES[target.precision].nominal_bpw / 8)
+
+    # --- build ---------------------------------------------------------------
+
+    def build(self, context: BuildContext, release: Release) -> None:
+        source = context.source
+        toolchain = toolchains.ensure(self.toolchain)
+        release.facts["tool_versions"] = {
+            "llama.cpp": f"b{toolchain.info['llama_cpp']['build_number']}",
+            "llama-cpp-python": toolchain.info["llama_cpp"]["llama_cpp_python"],
+            "transformers": toolchain.versions.get("transformers", "unknown"),
+            "torch": toolchain.versions.get("torch", "unknown"),
+        }
+        release.facts["llama_cpp"] = toolchain.info["llama_cpp"]
+        work = context.work_dir / "gguf"
+        work.mkdir(parents=True, exist_ok=True)
+
+        intermediate_type = SOURCE_DTYPE_TO_GGUF.get(source.dtype, "F32")
+        release.facts["intermediate_type"] = intermediate_type
+        model_name = source.model_name
+        for target in release.targets:
+            context.reporter.step(self._key(release, target), CONVERTING)
+        try:
+            intermediate = self._convert(context, toolchain, work, intermediate_type)
+        except (ToolchainError, SourceError) as error:
+            for target in release.targets:
+                self._fail(context, release, target, str(error))
+            return
+
+        source_report = self._validate_intermediate(context, toolchain, intermediate, work)
+        release.facts["reference_validation"] = source_report.to_dict()
+        if not source_report.passed and not context.force:
+            reason = f"the unquantized conversion failed validation: {source_report.summary()}"
+            for target in release.targets:
+                self._fail(context, release, target, reason)
+            return
+
+        # The intermediate's own type is produced last, by moving the file, so the
+        # disk never holds a second copy of it.
+        ordered = sorted(release.targets, key=lambda t: t.precision == intermediate["type"])
+        for target in ordered:
+            self._build_target(context, toolchain, release, target, intermediate, work, model_name)
+        intermediate["path"].unlink(missing_ok=True)
+
+    def _key(self, release: Release, target: Target) -> str:
+        return f"{release.repo_name} {target}"
+
+    def _fail(self, context: BuildContext, release: Release, target: Target, reason: str) -> None:
+        release.failed[str(target)] = reason
+        context.reporter.step(self._key(release, target), FAILED, reason)
+
+    def _convert(self, context, toolchain, work: Path, outtype: str) -> dict:
+        source = context.source
+        out_file = work / f"{source.model_name}-{outtype}.intermediate.gguf"
+        converted = toolchains.run_step(
+            toolchain,
+            "gguf",
+            {
+                "op": "convert",
+                "source_dir": str(source.path),
+                "out_file": str(out_file),
+                "outtype": outtype,
+                "model_name": source.model_name,
+            },
+            on_event=_progress_forwarder(context),
+        ).data
+        overrides = self._eog_overrides(converted["metadata"], context)
+        patched = work / f"{source.model_name}-{outtype}.gguf"
+        if overrides:
+            # Rewrite the metadata in one copy pass; tensors are copied unchanged.
+            toolchains.run_step(
+                toolchain,
+                "gguf",
+                {
+                    "op": "quantize",
+                    "input": str(out_file),
+                    "output": str(patched),
+                    "type": outtype,
+                    "only_copy": True,
+                    "kv_overrides": overrides,
+                },
+            )
+            out_file.unlink()
+        else:
+            out_file.rename(patched)
+        description = toolchains.run_step(
+            toolchain, "gguf", {"op": "inspect", "file": str(patched)}
+        ).data
+        return {"path": patched, "type": outtype, "overrides": overrides, **description}
+
+    def _eog_overrides(self, metadata: dict, context: BuildContext) -> dict:
+        """Map source EOS ids that llama.cpp would not stop on to its EOT/EOM keys.
+
+        llama.cpp ends generation on its EOS, EOT and EOM ids and on tokens whose
+        text it recognises (``<|end|>``, ``<|endoftext|>``, ...). Phi-3's
+        generation_config also lists ``<|assistant|>`` (32001), which none of those
+        cover, so a GGUF would run past it without this.
+        """
+        reference = context.reference
+        if reference is None:
+            return {}
+        declared = {
+            metadata.get("tokenizer.ggml.eos_token_id"),
+            metadata.get("tokenizer.ggml.eot_token_id"),
+            metadata.get("tokenizer.ggml.eom_token_id"),
+        }
+        free_keys = [
+            key
+            for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
+            if metadata.get(key) is None
+        ]
+        overrides = {}
+        for token in reference.eos_ids:
+            if token in declared or token in self._eog_by_text(context, token):
+                continue
+            if not free_keys:
+                break
+            overrides[free_keys.pop(0)] = token
+        return overrides
+
+    def _eog_by_text(self, context: BuildContext, token: int) -> set[int]:
+        # Token texts llama.cpp's vocab loader treats as end of generation.
+        texts = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"}
+        vocab = _token_texts(context.source.path)
+        return {token} if vocab.get(token) in texts else set()
+
+    def _evaluate(self, toolchain, file: Path, context: BuildContext, out_dir: Path, against: dict[str, str] | None):
+        reference = context.reference
+        assert reference is not None
+        prompts = [
+            {
+                "id": prompt.id,
+                "text": prompt.text,
+                "input_ids": prompt.input_ids,
+                "reference_logits": (against or {}).get(prompt.id, prompt.logits_path) if against is not None else prompt.logits_path,
+                "continuation": prompt.continuation,
+            }
+            for prompt in reference.prompts
+        ]
+        return toolchains.run_step(
+            toolchain,
+            "gguf",
+            {
+                "op": "evaluate",
+                "file": str(file),
+                "prompts": prompts,
+                "eos_ids": reference.eos_ids,
+                "max_new_tokens": reference.max_new_tokens,
+                "out_dir": str(out_dir),
+                "threads": context.threads,
+            },
+        ).data
+
+    def _validate_intermediate(self, context, toolchain, intermediate: dict, work: Path) -> ValidationReport:
+        from hubquant.backends.gguf_checks import check_metadata, check_runtime_against_source
+
+        report = ValidationReport()
+        if context.reference is None:
+            report.skip("logits against transformers", "the reference run was skipped")
+            check_metadata(report, intermediate, context)
+            return report
+        evaluation = self._evaluate(toolchain, intermediate["path"], context, work / "eval-intermediate", None)
+        intermediate["logits"] = {p["id"]: p["logits_path"] for p in evaluation["prompts"]}
+        check_metadata(report, intermediate, context, evaluation=evaluation)
+        check_runtime_against_source(
+            report, evaluation, context.reference, SOURCE_LOGIT_LIMITS[intermediate["type"]], SOURCE_TOP1_MIN
+        )
+        return report
+
+    def _build_target(self, context, toolchain, release: Release, target: Target, intermediate: dict, work: Path, model_name: str) -> None:
+        from hubquant.backends.gguf_checks import check_metadata, check_quantized, check_stops
+
+        key = self._key(release, target)
+        type_name = target.precision
+        out_path = work / self.file_name(model_name, type_name)
+        try:
+            if type_name == intermediate["type"]:
+                shutil.move(intermediate["path"], out_path)
+                description = {k: intermediate[k] for k in ("tensor_types", "tensor_bytes", "parameters", "bits_per_weight", "metadata", "tensors")}
+                description["fallbacks"] = []
+            else:
+                if type_name == "F16":
+                    self._check_f16_range(toolchain, intermediate)
+                context.reporter.step(key, QUANTIZING)
+                description = toolchains.run_step(
+                    toolchain,
+                    "gguf",
+                    {
+                        "op": "quantize",
+                        "input": str(intermediate["path"]),
+                        "output": str(out_path),
+                        "type": type_name,
+                        "threads": context.threads,
+                        "kv_overrides": intermediate["overrides"],
+                    },
+                ).data
+        except (ToolchainError, SourceError) as error:
+            self._fail(context, release, target, str(error))
+            return
+
+        context.reporter.step(key, VALIDATING)
+        report = ValidationReport()
+        limits = GGUF_TYPES[type_name]
+        try:
+            if context.reference is not None:
+                evaluation = self._evaluate(
+                    toolchain, out_path, context, work / f"eval-{type_name}", intermediate.get("logits", {})
+                )
+                described = {**description, "path": out_path}
+                check_metadata(report, described, context, evaluation=evaluation)
+                if type_name == intermediate["type"]:
+                    report.metrics.update(release.facts["reference_validation"])
+                    report.metrics.pop("checks", None)
+                    report.metrics.pop("status", None)
+                    report.add("same file as the validated conversion", True, "this is the unquantized conversion checked against transformers")
+                else:
+                    check_quantized(report, evaluation, limits.kl_mean_limit, limits.top1_min)
+            else:
+                report.skip("runtime comparison", "the reference run was skipped")
+            check_stops(report, toolchain, out_path, context)
+        except ToolchainError as error:
+            report.add("runtime", False, str(error))
+
+        if not report.passed and not context.force:
+            out_path.unlink(missing_ok=True)
+            self._fail(context, release, target, f"validation failed: {report.summary()}")
+            return
+
+        files = [out_path]
+        if out_path.stat().st_size > context.max_file_bytes:
+            parts = toolchains.run_step(
+                toolchain,
+                "gguf",
+                {"op": "split", "file": str(out_path), "max_bytes": context.max_file_bytes},
+            ).data["parts"]
+            files = [Path(part) for part in parts]
+        artifact = Artifact(
+            target=target,
+            files=files,
+            size_bytes=sum(path.stat().st_size for path in files),
+            bits_per_weight=description["bits_per_weight"],
+            validation=report,
+            facts={
+                "tensor_types": description["tensor_types"],
+                "fallbacks": description.get("fallbacks", []),
+                "split": len(files) > 1,
+                "forced": not report.passed,
+            },
+        )
+        release.artifacts.append(artifact)
+        if context.on_artifact is not None:
+            context.on_artifact(release, artifact)
+        context.reporter.step(key, DONE, "" if report.passed else "published despite failed checks (--force)")
+
+    def _check_f16_range(self, toolchain, intermediate: dict) -> None:
+        if intermediate["type"] == "F16":
+            return
+        peak = intermediate.get("max_abs_weight")
+        if peak is None:
+            peak = toolchains.run_step(
+                toolchain, "gguf", {"op": "max_abs", "file": str(intermediate["path"])}
+            ).data["max_abs"]
+            intermediate["max_abs_weight"] = peak
+        if peak > F16_MAX:
+            raise SourceError(
+                f"the source has weights up to {peak:.6g}, beyond the F16 range "
+                f"({F16_MAX:g}), which would become inf; choose BF16 or F32 instead of F16"
+            )
+
+    def render_card(self, release: Release, context: dict) -> str:
+        from hubquant.cards import card_metadata, render_card
+
+        context = dict(context)
+        source_card = context.pop("source_card")
+        extra_tags = [item["type"].lower() for item in context["files"]]
+        for item in context["files"]:
+            extra_tags += [key for key in item["hardware"] if key not in extra_tags]
+        source = context["source"]
+        context["metadata"] = card_metadata(
+            source_card,
+            base_model=source["id"] or source["declared_base_model"],
+            library_name=self.library_name,
+            backend_tags=["gguf", "llama.cpp", "quantized"],
+            extra_tags=extra_tags,
+        )
+        return render_card("gguf.md.j2", context)
+
+
+def _progress_forwarder(context: BuildContext):
+    def forward(event: dict) -> None:
+        if event.get("event") == "progress":
+            context.reporter.progress(event.get("step", ""), event.get("done", 0), event.get("total"))
+
+    return forward
+
+
+def _token_texts(folder: Path) -> dict[int, str]:
+    import json
+
+    texts: dict[int, str] = {}
+    for name in ("added_tokens.json",):
+        path = folder / name
+        if path.is_file():
+            for text, token in json.loads(path.read_text()).items():
+                texts[int(token)] = text
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        for token, entry in json.loads(config.read_text()).get("added_tokens_decoder", {}).items():
+            texts[int(token)] = entry.get("content", "")
+    return texts

@@ -1,0 +1,380 @@
+"""The main job: one source revision, one download, many targets, validated releases.
+
+The recipe, in order: pin the source to a sha, check it, plan the release repos,
+download once, compute reference outputs once, build each backend's artifacts
+(uploading each validated file as soon as it is ready), render the card, and
+commit each release in a single commit.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import HfApi
+
+from hubquant import __version__
+from hubquant.backends import Backend, BuildContext, Release, get_backend
+from hubquant.cards_context import card_context
+from hubquant.errors import HubquantError, PublishError, ResourceError, SourceError, UsageError
+from hubquant.progress import DOWNLOADING, PUBLISHING, Reporter
+from hubquant.publish import MANIFEST, HubPublisher, LocalPublisher, RepoPlan, plan_repo, visibility_for
+from hubquant.reference import compute_reference
+from hubquant.resources import available_memory, check_disk
+from hubquant.source import (
+    LICENSE_FILES,
+    LocalSource,
+    SourceRef,
+    chat_template_of,
+    download,
+    inspect_folder,
+    parse_source,
+    resolve_hub_source,
+)
+from hubquant.targets import Target, parse_targets
+
+log = logging.getLogger(__name__)
+
+HUB_FILE_LIMIT = 50 * 1000**3  # the Hub rejects single files over 50 GB
+
+
+@dataclass
+class JobRequest:
+    """What the user asked for; the CLI, the Space and the bot all build one."""
+
+    source: str
+    targets: list[str]
+    endpoint: str = "https://huggingface.co"
+    token: str | None = None
+    push: bool = False
+    namespace: str | None = None
+    output_dir: Path = Path("hubquant-out")
+    public: bool | None = None
+    repo_name: str | None = None
+    update_existing: bool = False
+    force: bool = False
+    allow_pickle: bool = False
+    base_model: str | None = None
+    max_file_bytes: int = HUB_FILE_LIMIT
+    work_dir: Path | None = None
+    threads: int = 0
+    command: str = ""
+
+
+@dataclass
+class ReleaseResult:
+    repo_id: str
+    url: str
+    targets: list[str]
+    files: list[str]
+    failed: dict[str, str]
+    status: str  # "published", "staged", "up to date", "failed"
+    card: str = ""
+    validation: dict = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    source: str
+    sha: str | None
+    releases: list[ReleaseResult]
+    visibility_note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(not release.failed and release.status != "failed" for release in self.releases)
+
+
+@dataclass
+class PlannedRelease:
+    backend: Backend
+    targets: list[Target]
+    repo: RepoPlan | None
+    local_name: str
+
+    @property
+    def name(self) -> str:
+        return self.repo.repo_id if self.repo else self.local_name
+
+
+def make_api(request: JobRequest) -> HfApi:
+    return HfApi(endpoint=request.endpoint, token=request.token)
+
+
+def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
+    reporter = reporter or Reporter()
+    targets = parse_targets(request.targets)
+    if not targets:
+        raise UsageError("no targets given; add one such as --target gguf:Q4_K_M")
+    api = make_api(request)
+    ref = parse_source(request.source, endpoint=request.endpoint)
+
+    work_root = Path(tempfile.mkdtemp(prefix="hubquant-job-", dir=request.work_dir))
+    try:
+        source, hub = _fetch_source(api, ref, request, reporter, work_root, targets)
+        private, gated, note = visibility_for(source.private, source.gated, request.public)
+        if ref.is_local and request.public is None:
+            private, note = True, "a local folder has no Hub visibility, so the release is private (pass --public to change)"
+        reporter.message(f"visibility: {note}")
+        planned = _plan_releases(api, request, source, targets, private, gated)
+        results = [
+            _run_release(api, request, reporter, source, release, work_root)
+            for release in planned
+        ]
+        return JobResult(str(ref), source.sha, results, note)
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
+
+
+def _fetch_source(api: HfApi, ref: SourceRef, request: JobRequest, reporter: Reporter, work_root: Path, targets: list[Target]) -> tuple[LocalSource, object]:
+    if ref.is_local:
+        if request.base_model is None:
+            reporter.message("the source is a local folder without --base-model; the card will have no base_model")
+        source = inspect_folder(ref.path, allow_pickle=request.allow_pickle, declared_base_model=request.base_model)
+        _check_backends(source, targets)
+        check_disk(work_root, source_bytes=0, parameters=source.parameters, targets=targets)
+        return source, None
+
+    reporter.step(str(ref), DOWNLOADING)
+    hub = resolve_hub_source(api, ref)
+    reporter.message(f"source {hub.repo_id} pinned to commit {hub.sha}")
+    _precheck_hub_config(api, hub, targets, work_root)
+    needed = sum(size for name, size in hub.files.items() if "/" not in name)
+    check_disk(work_root, source_bytes=needed, parameters=None, targets=targets)
+    folder = download(api, hub, work_root / "source", allow_pickle=request.allow_pickle)
+    source = inspect_folder(folder, allow_pickle=request.allow_pickle)
+    source.repo_id = hub.repo_id
+    source.sha = hub.sha
+    source.private = hub.private
+    source.gated = hub.gated
+    source.card_data = hub.card_data or source.card_data
+    return source, hub
+
+
+def _precheck_hub_config(api: HfApi, hub, targets: list[Target], work_root: Path) -> None:
+    """Read config.json (and the shard index) before downloading any weights."""
+    from hubquant.source import check_remote_code, read_config
+
+    if "config.json" not in hub.files:
+        raise SourceError(f"{hub.repo_id} has no config.json; a transformers model repo is required")
+    folder = work_root / "precheck"
+    for name in ("config.json", "model.safetensors.index.json"):
+        if name in hub.files:
+            api.hf_hub_download(hub.repo_id, name, revision=hub.sha, local_dir=folder)
+    config = read_config(folder)
+    check_remote_code(config)
+    _check_architecture(config["architectures"][0], targets)
+    index_file = folder / "model.safetensors.index.json"
+    if index_file.is_file():
+        shards = set(json.loads(index_file.read_text()).get("weight_map", {}).values())
+        missing = sorted(shard for shard in shards if shard not in hub.files)
+        if missing:
+            raise SourceError(
+                f"model.safetensors.index.json of {hub.repo_id} names shard {missing[0]}, "
+                "which the repo does not contain; the source upload is incomplete"
+            )
+
+
+def _check_backends(source: LocalSource, targets: list[Target]) -> None:
+    _check_architecture(source.architecture, targets)
+
+
+def _check_architecture(architecture: str, targets: list[Target]) -> None:
+    for backend_name in sorted({target.backend for target in targets}):
+        backend = get_backend(backend_name)
+        supported = backend.supported_architectures()
+        if architecture not in supported:
+            raise SourceError(
+                f"the {backend_name} backend does not support architecture "
+                f"{architecture}; supported: {', '.join(sorted(supported))}"
+            )
+
+
+def _plan_releases(api: HfApi, request: JobRequest, source: LocalSource, targets: list[Target], private: bool, gated: bool) -> list[PlannedRelease]:
+    groups: dict[tuple[str, str], list[Target]] = {}
+    base = request.repo_name or source.model_name
+    for target in targets:
+        backend = get_backend(target.backend)
+        name = backend.release_name(base, target)
+        groups.setdefault((backend.name, name), []).append(target)
+
+    namespace = request.namespace
+    if request.push and namespace is None:
+        if not request.token:
+            raise UsageError("--push needs a Hub token: set HF_TOKEN or pass --token")
+        namespace = api.whoami()["name"]
+    planned = []
+    for (backend_name, name), group in groups.items():
+        repo = None
+        if request.push:
+            owner = source.repo_id.split("/")[0] if source.repo_id else None
+            repo = plan_repo(
+                api,
+                namespace=namespace,
+                base_name=name,
+                source_id=source.base_model if source.repo_id else None,
+                source_owner=owner,
+                private=private,
+                gated=gated,
+                update_existing=request.update_existing,
+                name_given=request.repo_name is not None,
+            )
+            if repo.exists and not repo.private and private:
+                info = api.model_info(repo.repo_id)
+                if not info.private:
+                    raise PublishError(
+                        f"{repo.repo_id} is public but the source is private or gated; "
+                        "pass --public to publish into it, or --repo-name for a new private repo"
+                    )
+        planned.append(PlannedRelease(get_backend(backend_name), group, repo, name))
+    return planned
+
+
+def _up_to_date(release: PlannedRelease, source: LocalSource) -> bool:
+    manifest = release.repo.manifest if release.repo else None
+    if not manifest or source.sha is None:
+        return False
+    if manifest.get("source", {}).get("sha") != source.sha:
+        return False
+    present = set(manifest.get("targets", []))
+    return all(str(target) in present for target in release.targets)
+
+
+def _run_release(api: HfApi, request: JobRequest, reporter: Reporter, source: LocalSource, planned: PlannedRelease, work_root: Path) -> ReleaseResult:
+    backend = planned.backend
+    if _up_to_date(planned, source):
+        reporter.message(f"{planned.name} already holds these targets for commit {source.sha}; nothing to do")
+        return ReleaseResult(planned.name, f"{request.endpoint}/{planned.name}", [str(t) for t in planned.targets], [], {}, "up to date")
+
+    targets = list(planned.targets)
+    manifest = planned.repo.manifest if planned.repo else None
+    previous: list[dict] = []
+    if manifest:
+        same_sha = manifest.get("source", {}).get("sha") == source.sha
+        for entry in manifest.get("artifacts", []):
+            old = Target(entry["target"].split(":")[0], entry["target"].split(":", 1)[1])
+            if old in targets:
+                continue
+            if same_sha:
+                previous.append(entry)
+            else:
+                # A new source sha rebuilds every type the release holds.
+                targets.append(old)
+
+    release = Release(backend.name, planned.name, targets)
+    publisher = HubPublisher(api, planned.repo) if planned.repo else LocalPublisher(request.output_dir, planned.local_name)
+
+    def on_artifact(release: Release, artifact) -> None:
+        reporter.step(f"{release.repo_name} {artifact.target}", PUBLISHING)
+        for path in artifact.files:
+            publisher.add_file(path)
+
+    reference = _reference(source, work_root, reporter)
+    context = BuildContext(
+        source=source,
+        reference=reference,
+        work_dir=work_root / backend.name,
+        reporter=reporter,
+        max_file_bytes=request.max_file_bytes,
+        force=request.force,
+        on_artifact=on_artifact,
+        threads=request.threads,
+    )
+    try:
+        backend.build(context, release)
+        if not release.artifacts:
+            publisher.abort()
+            return ReleaseResult(planned.name, "", [str(t) for t in targets], [], release.failed, "failed", validation=release.facts.get("reference_validation", {}))
+        card, manifest_data = _card_and_manifest(request, source, release, previous, publisher)
+        _add_license_files(publisher, source)
+        publisher.add_bytes("README.md", card.encode())
+        publisher.add_bytes(MANIFEST, json.dumps(manifest_data, indent=2).encode())
+        keep = {"README.md", MANIFEST, *_license_names(source)}
+        for entry in manifest_data["artifacts"]:
+            keep.update(entry["files"])
+        message = f"Release {', '.join(str(a.target) for a in release.artifacts)} of {source.base_model or source.model_name}"
+        description = f"Built by hubquant {__version__} from {source.repo_id or 'a local folder'} at commit {source.sha or 'n/a'}."
+        publisher.commit(message[:200], description, keep)
+    except BaseException:
+        publisher.abort()
+        raise
+    status = "published" if planned.repo else "staged"
+    return ReleaseResult(
+        publisher.repo_id,
+        publisher.url,
+        [str(a.target) for a in release.artifacts],
+        [name for a in release.artifacts for name in a.published_names],
+        release.failed,
+        status,
+        card,
+        release.facts.get("reference_validation", {}),
+    )
+
+
+def _reference(source: LocalSource, work_root: Path, reporter: Reporter):
+    # transformers holds the model in float32 next to a few activations.
+    needed = source.parameters * 4 * 1.5 + 1.5e9
+    available = available_memory()
+    if available is not None and needed > available:
+        reporter.message(
+            f"skipping the transformers reference run: it needs about {needed / 1e9:.1f} GB "
+            f"of memory and {available / 1e9:.1f} GB are free; runtime checks still run"
+        )
+        return None
+    return compute_reference(source.path, work_root / "reference", has_chat_template=chat_template_of(source.path) is not None)
+
+
+def _license_names(source: LocalSource) -> list[str]:
+    import fnmatch
+
+    return sorted(p.name for p in source.path.iterdir() if any(fnmatch.fnmatch(p.name, pattern) for pattern in LICENSE_FILES))
+
+
+def _add_license_files(publisher, source: LocalSource) -> None:
+    for name in _license_names(source):
+        publisher.add_bytes(name, (source.path / name).read_bytes())
+
+
+def _card_and_manifest(request: JobRequest, source: LocalSource, release: Release, previous: list[dict], publisher) -> tuple[str, dict]:
+    date = datetime.date.today().isoformat()
+    artifacts = [
+        {
+            "target": str(artifact.target),
+            "files": artifact.published_names,
+            "size_bytes": artifact.size_bytes,
+            "bits_per_weight": artifact.bits_per_weight,
+            "facts": artifact.facts,
+            "validation": artifact.validation.to_dict(),
+        }
+        for artifact in release.artifacts
+    ] + previous
+    manifest = {
+        "hubquant_version": __version__,
+        "backend": release.backend,
+        "source": {"id": source.base_model, "sha": source.sha, "local": source.repo_id is None},
+        "targets": sorted(entry["target"] for entry in artifacts),
+        "artifacts": artifacts,
+        "date": date,
+        "tool_versions": release.facts.get("tool_versions", {}),
+    }
+    context = card_context(
+        repo_id=publisher.repo_id,
+        source=source,
+        release=release,
+        artifacts=artifacts,
+        license_files=_license_names(source),
+        command=request.command or shlex.join(["hubquant", "run", request.source, *[f"--target={t}" for t in request.targets]]),
+        date=date,
+        endpoint=request.endpoint,
+    )
+    backend = get_backend(release.backend)
+    return backend.render_card(release, context), manifest
+
+
+__all__ = ["HubquantError", "JobRequest", "JobResult", "ReleaseResult", "run_job"]

@@ -1,0 +1,86 @@
+"""Reference outputs of the source model, computed once per job in transformers.
+
+Every backend compares its unquantized artifact with these logits and greedy
+continuations, so a conversion bug shows up as a measured difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubquant import toolchains
+
+# Fixed prompts: plain text and chat-template prompts (the latter only when the
+# source has a chat template). Short, so a CPU run stays in seconds.
+TEXT_PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "Photosynthesis converts light energy into",
+]
+CHAT_PROMPTS = [
+    [{"role": "user", "content": "Write a haiku about the sea."}],
+    [
+        {"role": "system", "content": "You are a concise assistant."},
+        {"role": "user", "content": "What is 17 times 3?"},
+    ],
+]
+MAX_NEW_TOKENS = 8
+
+
+@dataclass
+class ReferencePrompt:
+    id: str
+    text: str
+    input_ids: list[int]
+    logits_path: str
+    continuation: list[int]
+
+
+@dataclass
+class ReferenceOutputs:
+    """Reference logits (as .npy files), continuations and tokenizer facts."""
+
+    prompts: list[ReferencePrompt]
+    eos_ids: list[int]
+    chat_template: str | None
+    vocab_size: int
+    parameters: int
+    max_new_tokens: int = MAX_NEW_TOKENS
+
+
+def prompt_requests(has_chat_template: bool) -> list[dict]:
+    prompts = [
+        {"id": f"text{index}", "kind": "text", "text": text}
+        for index, text in enumerate(TEXT_PROMPTS)
+    ]
+    if has_chat_template:
+        prompts += [
+            {"id": f"chat{index}", "kind": "chat", "messages": messages}
+            for index, messages in enumerate(CHAT_PROMPTS)
+        ]
+    return prompts
+
+
+def compute_reference(
+    model_dir: Path, out_dir: Path, *, has_chat_template: bool, timeout: float | None = None
+) -> ReferenceOutputs:
+    toolchain = toolchains.ensure("reference")
+    result = toolchains.run_step(
+        toolchain,
+        "reference",
+        {
+            "model_dir": str(model_dir),
+            "out_dir": str(out_dir),
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "prompts": prompt_requests(has_chat_template),
+        },
+        timeout=timeout,
+    ).data
+    return ReferenceOutputs(
+        prompts=[ReferencePrompt(**prompt) for prompt in result["prompts"]],
+        eos_ids=result["eos_ids"],
+        chat_template=result["chat_template"],
+        vocab_size=result["vocab_size"],
+        parameters=result["parameters"],
+    )

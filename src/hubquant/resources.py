@@ -1,0 +1,50 @@
+"""Disk and memory checks made before any heavy work."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from hubquant.errors import ResourceError
+from hubquant.targets import Target
+
+
+def available_memory() -> int | None:
+    """Return MemAvailable from /proc/meminfo in bytes, or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def estimate_job_bytes(source_bytes: int, parameters: int | None, targets: list[Target]) -> int:
+    """Estimate peak disk use: source + one intermediate + the largest output.
+
+    Validated files are uploaded and removed one by one, so only one output is on
+    disk at a time. The intermediate keeps the source precision, so its size is
+    about the source's weight size.
+    """
+    from hubquant.backends import get_backend
+
+    weights = source_bytes or (parameters or 0) * 2
+    largest = 0
+    for target in targets:
+        backend = get_backend(target.backend)
+        largest = max(largest, backend.estimate_bytes(parameters or weights // 2, target))
+    return source_bytes + weights + largest
+
+
+def check_disk(work_dir: Path, *, source_bytes: int, parameters: int | None, targets: list[Target]) -> int:
+    needed = estimate_job_bytes(source_bytes, parameters, targets)
+    free = shutil.disk_usage(work_dir).free
+    if needed > free:
+        raise ResourceError(
+            f"not enough free disk in {work_dir}: the job needs about "
+            f"{needed / 1e9:.1f} GB and {free / 1e9:.1f} GB are free; free space or "
+            "pass --work-dir on a larger disk"
+        )
+    return needed
