@@ -141,7 +141,7 @@ class GgufBackend:
                 self._fail(context, release, target, str(error))
             return
 
-        source_report = self._validate_intermediate(context, toolchain, intermediate, work)
+        source_report = self.validate_unquantized(context, toolchain, intermediate, work)
         release.facts["reference_validation"] = source_report.to_dict()
         if not source_report.passed and not context.force:
             reason = f"the unquantized conversion failed validation: {source_report.summary()}"
@@ -265,7 +265,8 @@ class GgufBackend:
             },
         ).data
 
-    def _validate_intermediate(self, context, toolchain, intermediate: dict, work: Path) -> ValidationReport:
+    def validate_unquantized(self, context, toolchain, intermediate: dict, work: Path) -> ValidationReport:
+        """Check the unquantized conversion against the source run in transformers."""
         from hubquant.backends.gguf_checks import check_metadata, check_runtime_against_source
 
         report = ValidationReport()
@@ -281,9 +282,41 @@ class GgufBackend:
         )
         return report
 
-    def _build_target(self, context, toolchain, release: Release, target: Target, intermediate: dict, work: Path, model_name: str) -> None:
+    def validate_quantized(self, context, toolchain, described: dict, type_name: str, intermediate_logits: dict[str, str], work: Path) -> ValidationReport:
+        """Check a quantized file against the unquantized conversion's logits."""
         from hubquant.backends.gguf_checks import check_metadata, check_quantized, check_stops
 
+        report = ValidationReport()
+        limits = GGUF_TYPES[type_name]
+        try:
+            if context.reference is None:
+                report.skip("runtime comparison", "the reference run was skipped")
+                check_metadata(report, described, context)
+            else:
+                evaluation = self._evaluate(toolchain, described["path"], context, work / f"eval-{type_name}", intermediate_logits)
+                check_metadata(report, described, context, evaluation=evaluation)
+                check_quantized(report, evaluation, limits.kl_mean_limit, limits.top1_min)
+            check_stops(report, toolchain, described["path"], context)
+        except ToolchainError as error:
+            report.add("runtime", False, str(error))
+        return report
+
+    def validate_copy_of_intermediate(self, context, toolchain, described: dict, release: Release) -> ValidationReport:
+        """The intermediate's own type is the validated conversion itself."""
+        from hubquant.backends.gguf_checks import check_metadata, check_stops
+
+        report = ValidationReport()
+        reference_validation = release.facts["reference_validation"]
+        report.metrics.update({k: v for k, v in reference_validation.items() if k not in ("checks", "status")})
+        check_metadata(report, described, context)
+        report.add("same file as the validated conversion", reference_validation["status"] == "passed", "this is the unquantized conversion checked against transformers")
+        try:
+            check_stops(report, toolchain, described["path"], context)
+        except ToolchainError as error:
+            report.add("runtime", False, str(error))
+        return report
+
+    def _build_target(self, context, toolchain, release: Release, target: Target, intermediate: dict, work: Path, model_name: str) -> None:
         key = self._key(release, target)
         type_name = target.precision
         out_path = work / self.file_name(model_name, type_name)
@@ -313,27 +346,11 @@ class GgufBackend:
             return
 
         context.reporter.step(key, VALIDATING)
-        report = ValidationReport()
-        limits = GGUF_TYPES[type_name]
-        try:
-            if context.reference is not None:
-                evaluation = self._evaluate(
-                    toolchain, out_path, context, work / f"eval-{type_name}", intermediate.get("logits", {})
-                )
-                described = {**description, "path": out_path}
-                check_metadata(report, described, context, evaluation=evaluation)
-                if type_name == intermediate["type"]:
-                    report.metrics.update(release.facts["reference_validation"])
-                    report.metrics.pop("checks", None)
-                    report.metrics.pop("status", None)
-                    report.add("same file as the validated conversion", True, "this is the unquantized conversion checked against transformers")
-                else:
-                    check_quantized(report, evaluation, limits.kl_mean_limit, limits.top1_min)
-            else:
-                report.skip("runtime comparison", "the reference run was skipped")
-            check_stops(report, toolchain, out_path, context)
-        except ToolchainError as error:
-            report.add("runtime", False, str(error))
+        described = {**description, "path": out_path}
+        if type_name == intermediate["type"]:
+            report = self.validate_copy_of_intermediate(context, toolchain, described, release)
+        else:
+            report = self.validate_quantized(context, toolchain, described, type_name, intermediate.get("logits", {}), work)
 
         if not report.passed and not context.force:
             out_path.unlink(missing_ok=True)

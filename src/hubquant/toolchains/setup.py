@@ -52,6 +52,8 @@ class ToolchainSpec:
     settings: dict = field(default_factory=dict)
 
     def requirements_text(self) -> str:
+        if Path(self.requirements).is_absolute():
+            return Path(self.requirements).read_text()
         package = resources.files("hubquant.toolchains") / "requirements"
         return (package / self.requirements).read_text()
 
