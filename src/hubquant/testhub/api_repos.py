@@ -212,13 +212,13 @@ def list_repos(app: HubApp, context: Context, repo_type: str) -> Response:
     limit = int_param(request, "limit")
     if limit is not None:
         items = items[:limit]
-    page, next_cursor = page(items, request, app.config.page_size)
+    page_items, next_cursor = page(items, request, app.config.page_size)
     entries = [
         views.list_entry(
             repo, commit, full=request.flag("full"), with_card=request.flag("cardData"),
             with_config=request.flag("config"), fields=expand_param(request),
         )
-        for repo, commit in page
+        for repo, commit in page_items
     ]
     headers = {}
     if next_cursor is not None:
@@ -281,11 +281,11 @@ def list_commits(
     commits = list(repo.history(repo.resolve(revision)))
     request = context.request
     formatted = "formatted" in request.query.get("expand[]", []) + request.query.get("expand", [])
-    page, next_cursor = page(commits, request, app.config.page_size)
+    items, next_cursor = page(commits, request, app.config.page_size)
     headers = {}
     if next_cursor is not None:
         headers["Link"] = app.next_page_link(request, next_cursor)
-    entries = [views.commit_entry(commit, formatted=formatted) for commit in page]
+    entries = [views.commit_entry(commit, formatted=formatted) for commit in items]
     return Response.json(entries, headers=headers)
 
 

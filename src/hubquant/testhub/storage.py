@@ -22,7 +22,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from hubquant.testhub import gitobjects
@@ -35,10 +35,24 @@ logger = logging.getLogger(__name__)
 DEFAULT_BRANCH = "main"
 
 
+_clock_lock = threading.Lock()
+_last_timestamp = datetime.min.replace(tzinfo=timezone.utc)
+
+
 def utc_now() -> datetime:
-    # Millisecond precision, as the Hub's timestamps have.
+    """Return the time in milliseconds, as the Hub's timestamps have them.
+
+    Each call returns a later time than the one before in this process, so
+    sorting repos or commits by date never meets a tie.
+    """
+    global _last_timestamp
     now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    with _clock_lock:
+        if now <= _last_timestamp:
+            now = _last_timestamp + timedelta(milliseconds=1)
+        _last_timestamp = now
+    return now
 
 
 def format_date(date: datetime) -> str:
