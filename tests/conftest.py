@@ -7,11 +7,16 @@ Toolchains are real pinned environments built once per machine under
 from __future__ import annotations
 
 import os
+import tempfile
 
-# The client reads these at import time: plain LFS uploads, never Xet, and no
-# telemetry. Tests point every HfApi at a local server explicitly.
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# The client reads these at import time: plain LFS uploads, never Xet, no
+# telemetry, a private cache, and no token of the person running the tests.
+# Tests point every HfApi at a local server explicitly.
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hubquant-tests-hf-home-"))
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
 
 import pytest  # noqa: E402
 

@@ -117,12 +117,25 @@ def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
 
     work_root = Path(tempfile.mkdtemp(prefix="hubquant-job-", dir=request.work_dir))
     try:
-        source, hub = _fetch_source(api, ref, request, reporter, work_root, targets)
-        private, gated, note = visibility_for(source.private, source.gated, request.public)
-        if ref.is_local and request.public is None:
-            private, note = True, "a local folder has no Hub visibility, so the release is private (pass --public to change)"
-        reporter.message(f"visibility: {note}")
-        planned = _plan_releases(api, request, source, targets, private, gated)
+        if ref.is_local:
+            source = _local_source(ref, request, reporter, work_root, targets)
+            private, gated, note = visibility_for(False, False, request.public)
+            if request.public is None:
+                private, note = True, "a local folder has no Hub visibility, so the release is private (pass --public to change)"
+            reporter.message(f"visibility: {note}")
+            planned = _plan_releases(api, request, source.model_name, None, None, targets, private, gated)
+        else:
+            reporter.step(str(ref), DOWNLOADING)
+            hub = resolve_hub_source(api, ref)
+            reporter.message(f"source {hub.repo_id} pinned to commit {hub.sha}")
+            _precheck_hub_config(api, hub, targets, work_root)
+            private, gated, note = visibility_for(hub.private, hub.gated, request.public)
+            reporter.message(f"visibility: {note}")
+            owner, model_name = hub.repo_id.split("/")
+            planned = _plan_releases(api, request, model_name, hub.repo_id, owner, targets, private, gated)
+            if all(_up_to_date(release, hub.sha) for release in planned):
+                return JobResult(str(ref), hub.sha, [_up_to_date_result(request, reporter, release, hub.sha) for release in planned], note)
+            source = _download_hub_source(api, hub, request, work_root, targets)
         results = [
             _run_release(api, request, reporter, source, release, work_root)
             for release in planned
@@ -132,19 +145,16 @@ def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
         shutil.rmtree(work_root, ignore_errors=True)
 
 
-def _fetch_source(api: HfApi, ref: SourceRef, request: JobRequest, reporter: Reporter, work_root: Path, targets: list[Target]) -> tuple[LocalSource, object]:
-    if ref.is_local:
-        if request.base_model is None:
-            reporter.message("the source is a local folder without --base-model; the card will have no base_model")
-        source = inspect_folder(ref.path, allow_pickle=request.allow_pickle, declared_base_model=request.base_model)
-        _check_backends(source, targets)
-        check_disk(work_root, source_bytes=0, parameters=source.parameters, targets=targets)
-        return source, None
+def _local_source(ref: SourceRef, request: JobRequest, reporter: Reporter, work_root: Path, targets: list[Target]) -> LocalSource:
+    if request.base_model is None:
+        reporter.message("the source is a local folder without --base-model; the card will have no base_model")
+    source = inspect_folder(ref.path, allow_pickle=request.allow_pickle, declared_base_model=request.base_model)
+    _check_backends(source, targets)
+    check_disk(work_root, source_bytes=0, parameters=source.parameters, targets=targets)
+    return source
 
-    reporter.step(str(ref), DOWNLOADING)
-    hub = resolve_hub_source(api, ref)
-    reporter.message(f"source {hub.repo_id} pinned to commit {hub.sha}")
-    _precheck_hub_config(api, hub, targets, work_root)
+
+def _download_hub_source(api: HfApi, hub, request: JobRequest, work_root: Path, targets: list[Target]) -> LocalSource:
     needed = sum(size for name, size in hub.files.items() if "/" not in name)
     check_disk(work_root, source_bytes=needed, parameters=None, targets=targets)
     folder = download(api, hub, work_root / "source", allow_pickle=request.allow_pickle)
@@ -154,7 +164,7 @@ def _fetch_source(api: HfApi, ref: SourceRef, request: JobRequest, reporter: Rep
     source.private = hub.private
     source.gated = hub.gated
     source.card_data = hub.card_data or source.card_data
-    return source, hub
+    return source
 
 
 def _precheck_hub_config(api: HfApi, hub, targets: list[Target], work_root: Path) -> None:
@@ -196,9 +206,10 @@ def _check_architecture(architecture: str, targets: list[Target]) -> None:
             )
 
 
-def _plan_releases(api: HfApi, request: JobRequest, source: LocalSource, targets: list[Target], private: bool, gated: bool) -> list[PlannedRelease]:
+def _plan_releases(api: HfApi, request: JobRequest, model_name: str, source_id: str | None, owner: str | None, targets: list[Target], private: bool, gated: bool) -> list[PlannedRelease]:
     groups: dict[tuple[str, str], list[Target]] = {}
-    base = request.repo_name or source.model_name
+    base = request.repo_name or model_name
+    source_id = source_id or request.base_model
     for target in targets:
         backend = get_backend(target.backend)
         name = backend.release_name(base, target)
@@ -213,12 +224,11 @@ def _plan_releases(api: HfApi, request: JobRequest, source: LocalSource, targets
     for (backend_name, name), group in groups.items():
         repo = None
         if request.push:
-            owner = source.repo_id.split("/")[0] if source.repo_id else None
             repo = plan_repo(
                 api,
                 namespace=namespace,
                 base_name=name,
-                source_id=source.base_model if source.repo_id else None,
+                source_id=source_id,
                 source_owner=owner,
                 private=private,
                 gated=gated,
@@ -236,21 +246,25 @@ def _plan_releases(api: HfApi, request: JobRequest, source: LocalSource, targets
     return planned
 
 
-def _up_to_date(release: PlannedRelease, source: LocalSource) -> bool:
+def _up_to_date(release: PlannedRelease, sha: str | None) -> bool:
     manifest = release.repo.manifest if release.repo else None
-    if not manifest or source.sha is None:
+    if not manifest or sha is None:
         return False
-    if manifest.get("source", {}).get("sha") != source.sha:
+    if manifest.get("source", {}).get("sha") != sha:
         return False
     present = set(manifest.get("targets", []))
     return all(str(target) in present for target in release.targets)
 
 
+def _up_to_date_result(request: JobRequest, reporter: Reporter, planned: PlannedRelease, sha: str | None) -> ReleaseResult:
+    reporter.message(f"{planned.name} already holds these targets for commit {sha}; nothing to do")
+    return ReleaseResult(planned.name, f"{request.endpoint}/{planned.name}", [str(t) for t in planned.targets], [], {}, "up to date")
+
+
 def _run_release(api: HfApi, request: JobRequest, reporter: Reporter, source: LocalSource, planned: PlannedRelease, work_root: Path) -> ReleaseResult:
     backend = planned.backend
-    if _up_to_date(planned, source):
-        reporter.message(f"{planned.name} already holds these targets for commit {source.sha}; nothing to do")
-        return ReleaseResult(planned.name, f"{request.endpoint}/{planned.name}", [str(t) for t in planned.targets], [], {}, "up to date")
+    if _up_to_date(planned, source.sha):
+        return _up_to_date_result(request, reporter, planned, source.sha)
 
     targets = list(planned.targets)
     manifest = planned.repo.manifest if planned.repo else None

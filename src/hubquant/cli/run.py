@@ -110,6 +110,10 @@ def run(**options) -> None:
     from hubquant.progress import ConsoleReporter
 
     request = _request(**options)
+    if options["quiet"] or not sys.stderr.isatty():
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     reporter = ConsoleReporter(quiet=options["quiet"])
     result = run_job(request, reporter)
     for release in result.releases:

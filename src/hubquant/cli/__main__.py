@@ -1,0 +1,3 @@
+from hubquant.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""Fixtures for the GGUF job tests: a local Hub with tiny Phi sources, and
+releases built once per test run and checked by many tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi
+
+from hubquant.testhub import HubServer
+from hubquant.tinymodels import build_tiny_model, publish_tiny_model
+
+from gguf_helpers import run_cli
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    server = HubServer(tmp_path_factory.mktemp("gguf-hub")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def alice(hub) -> HfApi:
+    return HfApi(endpoint=hub.url, token=hub.token_for("alice"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Build a tiny model once per (name, options) and return its folder."""
+    cache: dict[str, Path] = {}
+    root = tmp_path_factory.mktemp("tiny-models")
+
+    def build(name: str, **options) -> Path:
+        key = json.dumps([name, options], sort_keys=True)
+        if key not in cache:
+            cache[key] = build_tiny_model(name, root / f"{name}-{len(cache)}", **options)
+        return cache[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def phi3_source(hub, alice, tmp_path_factory) -> str:
+    """microsoft/Phi-3-mini-4k-instruct on the local Hub; returns its commit sha."""
+    return publish_tiny_model(
+        alice, "phi-3-mini-4k-instruct", repo_id="microsoft/Phi-3-mini-4k-instruct",
+        workdir=tmp_path_factory.mktemp("publish-phi3"),
+    )
+
+
+@pytest.fixture(scope="session")
+def phi3_release(hub, phi3_source, tmp_path_factory):
+    """The main job, run once through the CLI: Q8_0, Q4_K_M and F16, pushed."""
+    workdir = tmp_path_factory.mktemp("phi3-release")
+    result = run_cli(
+        ["--log-level", "debug", "run", "microsoft/Phi-3-mini-4k-instruct", "--target", "gguf:Q8_0",
+         "--target", "gguf:Q4_K_M", "--target", "gguf:F16", "--push"],
+        hub=hub, cwd=workdir,
+    )
+    return result
