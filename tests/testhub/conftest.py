@@ -16,7 +16,6 @@ import socket
 import sys
 import tempfile
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 os.environ["HF_HUB_DISABLE_XET"] = "1"
@@ -51,7 +50,8 @@ def pytest_configure(config):
     # huggingface_hub 2.4.0 passes file objects as `data=` to httpx2 for LFS uploads,
     # which httpx2 deprecates; the warning is the client's, not the server's.
     config.addinivalue_line(
-        "filterwarnings", "ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning"
+        "filterwarnings",
+        "ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning",
     )
 
 
@@ -60,16 +60,16 @@ def client_environment():
     """Fail early when the client was imported before this file could configure it."""
     if not constants.HF_HUB_DISABLE_XET:
         pytest.fail(
-            "huggingface_hub was imported before HF_HUB_DISABLE_XET=1 was set, so it would"
-            " upload through Xet, which the test Hub does not serve. Set the variable before"
-            " importing huggingface_hub."
+            "huggingface_hub was imported before HF_HUB_DISABLE_XET=1 was set, so it"
+            " would upload through Xet, which the test Hub does not serve. Set the"
+            " variable before importing huggingface_hub."
         )
     yield
     shutil.rmtree(_HF_HOME, ignore_errors=True)
 
 
 def _session_port() -> int:
-    """Return the port of HF_ENDPOINT when it is a loopback URL, else 0 (any free port)."""
+    """Return the port of a loopback HF_ENDPOINT, else 0 (any free port)."""
     endpoint = urlparse(constants.ENDPOINT)
     if endpoint.hostname == "127.0.0.1" and endpoint.port:
         return endpoint.port
@@ -78,15 +78,19 @@ def _session_port() -> int:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory) -> HubServer:
-    """A running test Hub with the default accounts, shared by the tests of one module."""
+    """A running test Hub with the default accounts, shared by one module's tests."""
     state = tmp_path_factory.mktemp("hub-state")
-    server = HubServer(state, port=_session_port(), page_size=PAGE_SIZE, lfs_chunk_size=LFS_CHUNK_SIZE)
+    server = HubServer(
+        state, port=_session_port(), page_size=PAGE_SIZE, lfs_chunk_size=LFS_CHUNK_SIZE
+    )
     try:
         server.start()
     except OSError:
         # The HF_ENDPOINT port is taken by something else: any port works, because
         # every test passes the endpoint explicitly.
-        server = HubServer(state, page_size=PAGE_SIZE, lfs_chunk_size=LFS_CHUNK_SIZE).start()
+        server = HubServer(
+            state, page_size=PAGE_SIZE, lfs_chunk_size=LFS_CHUNK_SIZE
+        ).start()
     yield server
     server.stop()
 
@@ -127,14 +131,14 @@ def repo_name(request) -> str:
 
 @pytest.fixture
 def repo_id(alice, repo_name) -> str:
-    """A new, empty model repo of alice (it contains only the initial `.gitattributes`)."""
+    """A new model repo of alice, containing only the initial `.gitattributes`."""
     repo_id = f"alice/{repo_name}"
     alice.create_repo(repo_id)
     return repo_id
 
 
 class RecordedSleeps:
-    """Stand-in for the `time` module of the client's retry loops: records, never waits."""
+    """Stand-in for `time` in the client's retry loops: records sleeps, never waits."""
 
     def __init__(self) -> None:
         self.calls: list[float] = []

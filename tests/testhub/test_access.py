@@ -1,4 +1,4 @@
-"""Private repos, gated repos and token roles, each failing with the client's own exception."""
+"""Private repos, gated repos and token roles, each failing with the client's error."""
 
 from __future__ import annotations
 
@@ -6,14 +6,20 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import hf_hub_download, snapshot_download
-from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+)
 
 
 @pytest.fixture
 def private_repo(alice, repo_name):
     repo_id = f"alice/{repo_name}"
     alice.create_repo(repo_id, private=True)
-    alice.upload_file(path_or_fileobj=b"secret", path_in_repo="secret.txt", repo_id=repo_id)
+    alice.upload_file(
+        path_or_fileobj=b"secret", path_in_repo="secret.txt", repo_id=repo_id
+    )
     return repo_id
 
 
@@ -26,12 +32,16 @@ def org_private_repo(alice, repo_name):
 
 @pytest.fixture
 def gated_repo(alice, repo_id):
-    alice.upload_file(path_or_fileobj=b"weights", path_in_repo="weights.txt", repo_id=repo_id)
+    alice.upload_file(
+        path_or_fileobj=b"weights", path_in_repo="weights.txt", repo_id=repo_id
+    )
     alice.update_repo_settings(repo_id, gated="manual")
     return repo_id
 
 
-def download(hub, repo_id: str, token, cache_dir: Path, filename: str = "weights.txt") -> str:
+def download(
+    hub, repo_id: str, token, cache_dir: Path, filename: str = "weights.txt"
+) -> str:
     return hf_hub_download(
         repo_id, filename, endpoint=hub.url, token=token, cache_dir=cache_dir
     )
@@ -81,13 +91,17 @@ def test_read_token_cannot_upload(make_api, repo_id):
 
 def test_other_user_cannot_upload(make_api, repo_id):
     with pytest.raises(HfHubHTTPError) as caught:
-        make_api("bob").upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id)
+        make_api("bob").upload_file(
+            path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id
+        )
     assert caught.value.response.status_code == 403
 
 
 def test_anonymous_cannot_upload(make_api, repo_id):
     with pytest.raises(HfHubHTTPError) as caught:
-        make_api(None).upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id)
+        make_api(None).upload_file(
+            path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id
+        )
     assert caught.value.response.status_code == 401
 
 
@@ -100,7 +114,10 @@ def test_anonymous_reads_public_repo(hub, make_api, repo_id, tmp_path):
 def test_gated_metadata_visible(make_api, gated_repo):
     info = make_api("bob").model_info(gated_repo)
     assert info.gated == "manual"
-    assert [sibling.rfilename for sibling in info.siblings] == [".gitattributes", "weights.txt"]
+    assert [sibling.rfilename for sibling in info.siblings] == [
+        ".gitattributes",
+        "weights.txt",
+    ]
 
 
 def test_gated_download_refused(hub, gated_repo, tmp_path):

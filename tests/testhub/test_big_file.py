@@ -1,4 +1,4 @@
-"""One file of several hundred MB through multipart upload and download, streamed end to end."""
+"""A file of several hundred MB through multipart upload and download, streamed."""
 
 from __future__ import annotations
 
@@ -25,14 +25,14 @@ def sha256_file(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def big_hub(tmp_path_factory):
-    """A server with the default part size, so the big file goes up in about 20 parts."""
+    """A server with the default part size, so the big file goes up in 19 parts."""
     with HubServer(tmp_path_factory.mktemp("big-hub")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def big_file(tmp_path_factory) -> Path:
-    """A sparse file: zeros, with random blocks at uneven offsets so every part differs."""
+    """A sparse file of zeros, with random blocks at uneven offsets in every part."""
     path = tmp_path_factory.mktemp("big") / "model.gguf"
     with open(path, "wb") as file:
         file.truncate(BIG_SIZE)
@@ -47,7 +47,9 @@ def test_big_file_round_trip(big_hub, big_file, tmp_path):
     api.create_repo("alice/big")
     expected = sha256_file(big_file)
 
-    api.upload_file(path_or_fileobj=big_file, path_in_repo="model.gguf", repo_id="alice/big")
+    api.upload_file(
+        path_or_fileobj=big_file, path_in_repo="model.gguf", repo_id="alice/big"
+    )
 
     parts = [path for method, path, _ in big_hub.requests_log if "/part/" in path]
     assert len(parts) == math.ceil(BIG_SIZE / big_hub.lfs_chunk_size)
@@ -58,7 +60,10 @@ def test_big_file_round_trip(big_hub, big_file, tmp_path):
 
     downloaded = Path(
         hf_hub_download(
-            "alice/big", "model.gguf", endpoint=big_hub.url, token=api.token,
+            "alice/big",
+            "model.gguf",
+            endpoint=big_hub.url,
+            token=api.token,
             cache_dir=tmp_path / "cache",
         )
     )

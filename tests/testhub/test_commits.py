@@ -1,4 +1,4 @@
-"""The commit and LFS protocols: concurrency, parentCommit, and what the server rejects."""
+"""The commit and LFS protocols: concurrency, parentCommit, and rejected requests."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ def post_commit(hub, repo_id: str, lines: list[dict], token: str) -> httpx2.Resp
     return httpx2.post(
         f"{hub.url}/api/models/{repo_id}/commit/main",
         content=body,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/x-ndjson",
+        },
     )
 
 
@@ -34,7 +37,11 @@ def test_concurrent_commits_both_land(alice, repo_id):
         try:
             alice.create_commit(
                 repo_id,
-                [CommitOperationAdd(f"file-{number}.txt", f"content {number}".encode())],
+                [
+                    CommitOperationAdd(
+                        f"file-{number}.txt", f"content {number}".encode()
+                    )
+                ],
                 commit_message=f"Add file {number}",
             )
         except BaseException as error:  # noqa: BLE001 (re-raised in the main thread)
@@ -66,7 +73,10 @@ def test_parent_commit_matches_head(alice, repo_id):
 def test_parent_commit_short_id(alice, repo_id):
     head = alice.model_info(repo_id).sha
     alice.upload_file(
-        path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, parent_commit=head[:7]
+        path_or_fileobj=b"x",
+        path_in_repo="x.txt",
+        repo_id=repo_id,
+        parent_commit=head[:7],
     )
     assert alice.list_repo_commits(repo_id)[1].commit_id == head
 
@@ -76,14 +86,19 @@ def test_parent_commit_mismatch(alice, repo_id):
     alice.upload_file(path_or_fileobj=b"1", path_in_repo="one.txt", repo_id=repo_id)
     with pytest.raises(HfHubHTTPError) as caught:
         alice.upload_file(
-            path_or_fileobj=b"2", path_in_repo="two.txt", repo_id=repo_id, parent_commit=stale
+            path_or_fileobj=b"2",
+            path_in_repo="two.txt",
+            repo_id=repo_id,
+            parent_commit=stale,
         )
     assert caught.value.response.status_code == 412
     assert "two.txt" not in alice.list_repo_files(repo_id)
 
 
 def test_commit_ids_are_git_ids(alice, repo_id):
-    commit = alice.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id)
+    commit = alice.upload_file(
+        path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id
+    )
     assert len(commit.oid) == 40
     assert int(commit.oid, 16) >= 0
 
@@ -98,7 +113,10 @@ def test_empty_commit_gets_new_id(hub, alice, repo_id):
 
 
 def test_commit_without_header(hub, alice, repo_id):
-    line = {"key": "file", "value": {"path": "a.txt", "content": "YQ==", "encoding": "base64"}}
+    line = {
+        "key": "file",
+        "value": {"path": "a.txt", "content": "YQ==", "encoding": "base64"},
+    }
     response = post_commit(hub, repo_id, [line], alice.token)
     assert response.status_code == 400
     assert "header" in response.json()["error"]
@@ -115,15 +133,23 @@ def test_commit_unknown_lfs_object(hub, alice, repo_id):
 
 def test_commit_rejects_large_regular_file(hub, alice, repo_id):
     content = base64.b64encode(b"x" * (10 * 1024 * 1024)).decode()
-    line = {"key": "file", "value": {"path": "big.txt", "content": content, "encoding": "base64"}}
+    line = {
+        "key": "file",
+        "value": {"path": "big.txt", "content": content, "encoding": "base64"},
+    }
     response = post_commit(hub, repo_id, [header_line(), line], alice.token)
     assert response.status_code == 400
     assert "10 MiB" in response.json()["error"]
 
 
-@pytest.mark.parametrize("path", ["../escape.txt", "a/../b.txt", ".git/config", "a//b.txt"])
+@pytest.mark.parametrize(
+    "path", ["../escape.txt", "a/../b.txt", ".git/config", "a//b.txt"]
+)
 def test_commit_rejects_bad_path(hub, alice, repo_id, path):
-    line = {"key": "file", "value": {"path": path, "content": "YQ==", "encoding": "base64"}}
+    line = {
+        "key": "file",
+        "value": {"path": path, "content": "YQ==", "encoding": "base64"},
+    }
     response = post_commit(hub, repo_id, [header_line(), line], alice.token)
     assert response.status_code == 400
     assert "Invalid path" in response.json()["error"]
@@ -132,7 +158,9 @@ def test_commit_rejects_bad_path(hub, alice, repo_id, path):
 def test_commit_to_tag_rejected(alice, repo_id):
     alice.create_tag(repo_id, tag="v1")
     with pytest.raises(BadRequestError):
-        alice.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, revision="v1")
+        alice.upload_file(
+            path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, revision="v1"
+        )
 
 
 def test_file_replaces_folder_rejected(alice, repo_id):

@@ -76,8 +76,12 @@ def test_dropped_connection_raises(hub, alice, repo_id):
 def test_dropped_part_upload_retried(hub, alice, repo_id, fast_retries):
     hub.inject_fault(r"/_lfs/upload/.+/part/2$", method="PUT", drop_connection=True)
     weights = os.urandom(hub.lfs_chunk_size * 2 + 10)
-    alice.upload_file(path_or_fileobj=weights, path_in_repo="w.safetensors", repo_id=repo_id)
-    part_two = [status for _, path, status in hub.requests_log if path.endswith("/part/2")]
+    alice.upload_file(
+        path_or_fileobj=weights, path_in_repo="w.safetensors", repo_id=repo_id
+    )
+    part_two = [
+        status for _, path, status in hub.requests_log if path.endswith("/part/2")
+    ]
     assert part_two[-2:] == [None, 200]
     info = alice.model_info(repo_id, files_metadata=True)
     sizes = {sibling.rfilename: sibling.size for sibling in info.siblings}
@@ -97,9 +101,15 @@ def test_503_on_download_head_retried(hub, alice, repo_id, tmp_path, fast_retrie
     hub.inject_fault(r"/resolve/", method="HEAD", status=503)
     before = len(hub.requests_log)
     hf_hub_download(
-        repo_id, ".gitattributes", endpoint=hub.url, token=alice.token, cache_dir=tmp_path
+        repo_id,
+        ".gitattributes",
+        endpoint=hub.url,
+        token=alice.token,
+        cache_dir=tmp_path,
     )
-    heads = [status for method, _, status in hub.requests_log[before:] if method == "HEAD"]
+    heads = [
+        status for method, _, status in hub.requests_log[before:] if method == "HEAD"
+    ]
     assert heads == [503, 200]
 
 
@@ -107,7 +117,11 @@ def test_persistent_503_on_download(hub, alice, repo_id, tmp_path, fast_retries)
     hub.inject_fault(r"/resolve/", method="HEAD", status=503, times=MAX_RETRIES + 2)
     with pytest.raises(LocalEntryNotFoundError):
         hf_hub_download(
-            repo_id, ".gitattributes", endpoint=hub.url, token=alice.token, cache_dir=tmp_path
+            repo_id,
+            ".gitattributes",
+            endpoint=hub.url,
+            token=alice.token,
+            cache_dir=tmp_path,
         )
 
 

@@ -8,13 +8,20 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from huggingface_hub import CommitOperationAdd, hf_hub_download, snapshot_download
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationCopy,
+    hf_hub_download,
+    snapshot_download,
+)
 from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
 from huggingface_hub.file_download import http_get
 
 from tests.testhub.conftest import LFS_CHUNK_SIZE
 
-README = "---\nlicense: mit\nbase_model: microsoft/phi-2\ntags:\n- gguf\n---\n# Test model\n"
+README = (
+    "---\nlicense: mit\nbase_model: microsoft/phi-2\ntags:\n- gguf\n---\n# Test model\n"
+)
 
 
 def sha256_file(path: Path) -> str:
@@ -27,7 +34,7 @@ def sha256_file(path: Path) -> str:
 
 @pytest.fixture
 def model_folder(tmp_path) -> Path:
-    """A folder with regular files, a nested folder and two LFS files (one multipart)."""
+    """A folder with regular files, a subfolder and two LFS files (one multipart)."""
     folder = tmp_path / "model"
     (folder / "tokenizer").mkdir(parents=True)
     (folder / "README.md").write_text(README)
@@ -68,7 +75,9 @@ def test_upload_uses_multipart(hub, alice, repo_id, model_folder):
     before = len(hub.requests_log)
     alice.upload_folder(repo_id=repo_id, folder_path=model_folder)
     requests = hub.requests_log[before:]
-    part_uploads = [path for method, path, _ in requests if method == "PUT" and "/part/" in path]
+    part_uploads = [
+        path for method, path, _ in requests if method == "PUT" and "/part/" in path
+    ]
     completions = [path for method, path, _ in requests if path.endswith("/complete")]
     assert len(part_uploads) == 4
     assert len(completions) == 1
@@ -81,7 +90,9 @@ def test_upload_lfs_decision(alice, uploaded, model_folder):
     assert lfs["config.json"] is None
     assert lfs["README.md"] is None
     assert lfs["model-q4.gguf"] is not None
-    assert lfs["model.safetensors"].sha256 == sha256_file(model_folder / "model.safetensors")
+    assert lfs["model.safetensors"].sha256 == sha256_file(
+        model_folder / "model.safetensors"
+    )
     assert lfs["model.safetensors"].size == LFS_CHUNK_SIZE * 3 + 123
 
 
@@ -104,7 +115,9 @@ def test_model_info_fields(alice, uploaded):
 def test_model_info_files_metadata(alice, uploaded, model_folder):
     repo_id, _ = uploaded
     info = alice.model_info(repo_id, files_metadata=True)
-    config = next(sibling for sibling in info.siblings if sibling.rfilename == "config.json")
+    config = next(
+        sibling for sibling in info.siblings if sibling.rfilename == "config.json"
+    )
     content = (model_folder / "config.json").read_bytes()
     git_blob = hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
     assert config.size == len(content)
@@ -153,7 +166,10 @@ def test_snapshot_download_local_dir(hub, alice, uploaded, tmp_path):
 def test_hf_hub_download_regular(hub, alice, uploaded, model_folder, tmp_path):
     repo_id, _ = uploaded
     path = hf_hub_download(
-        repo_id, "tokenizer/vocab.txt", endpoint=hub.url, token=alice.token,
+        repo_id,
+        "tokenizer/vocab.txt",
+        endpoint=hub.url,
+        token=alice.token,
         cache_dir=tmp_path / "cache",
     )
     assert Path(path).read_text() == "a\nb\nc\n"
@@ -162,7 +178,10 @@ def test_hf_hub_download_regular(hub, alice, uploaded, model_folder, tmp_path):
 def test_hf_hub_download_lfs(hub, alice, uploaded, model_folder, tmp_path):
     repo_id, _ = uploaded
     path = hf_hub_download(
-        repo_id, "model.safetensors", endpoint=hub.url, token=alice.token,
+        repo_id,
+        "model.safetensors",
+        endpoint=hub.url,
+        token=alice.token,
         cache_dir=tmp_path / "cache",
     )
     assert sha256_file(Path(path)) == sha256_file(model_folder / "model.safetensors")
@@ -173,7 +192,10 @@ def test_hf_hub_download_lfs(hub, alice, uploaded, model_folder, tmp_path):
 def test_hf_hub_download_missing_file(hub, alice, repo_id, tmp_path):
     with pytest.raises(EntryNotFoundError):
         hf_hub_download(
-            repo_id, "missing.txt", endpoint=hub.url, token=alice.token,
+            repo_id,
+            "missing.txt",
+            endpoint=hub.url,
+            token=alice.token,
             cache_dir=tmp_path / "cache",
         )
 
@@ -205,11 +227,18 @@ def test_download_resumes_with_range(hub, alice, uploaded, model_folder, tmp_pat
     url = f"{hub.url}/{repo_id}/resolve/main/model.safetensors"
     with open(partial, "ab") as file:
         http_get(
-            url, file, resume_size=1000, headers={"Authorization": f"Bearer {alice.token}"},
+            url,
+            file,
+            resume_size=1000,
+            headers={"Authorization": f"Bearer {alice.token}"},
             expected_size=len(original),
         )
     assert partial.read_bytes() == original
-    assert ("GET", f"/{repo_id}/resolve/main/model.safetensors", 206) in hub.requests_log
+    assert (
+        "GET",
+        f"/{repo_id}/resolve/main/model.safetensors",
+        206,
+    ) in hub.requests_log
 
 
 def test_range_outside_file(hub, alice, uploaded):
@@ -224,7 +253,9 @@ def test_range_outside_file(hub, alice, uploaded):
 def test_upload_file_unchanged_skips_commit(alice, uploaded, model_folder):
     repo_id, commit = uploaded
     again = alice.upload_file(
-        path_or_fileobj=model_folder / "config.json", path_in_repo="config.json", repo_id=repo_id
+        path_or_fileobj=model_folder / "config.json",
+        path_in_repo="config.json",
+        repo_id=repo_id,
     )
     assert again.oid == commit.oid
 
@@ -233,7 +264,8 @@ def test_upload_lfs_already_present(hub, alice, uploaded, model_folder):
     repo_id, _ = uploaded
     before = len(hub.requests_log)
     alice.upload_file(
-        path_or_fileobj=model_folder / "model.safetensors", path_in_repo="copy.safetensors",
+        path_or_fileobj=model_folder / "model.safetensors",
+        path_in_repo="copy.safetensors",
         repo_id=repo_id,
     )
     puts = [entry for entry in hub.requests_log[before:] if entry[0] == "PUT"]
@@ -245,7 +277,9 @@ def test_upload_to_branch(alice, uploaded):
     repo_id, commit = uploaded
     alice.create_branch(repo_id, branch="quantized")
     branch_commit = alice.upload_file(
-        path_or_fileobj=b"q4 weights", path_in_repo="q4.txt", repo_id=repo_id,
+        path_or_fileobj=b"q4 weights",
+        path_in_repo="q4.txt",
+        repo_id=repo_id,
         revision="quantized",
     )
     assert "q4.txt" in alice.list_repo_files(repo_id, revision="quantized")
@@ -301,9 +335,60 @@ def test_upload_file_bytes_and_fileobj(alice, repo_id, tmp_path):
 
 def test_commit_message_and_description(alice, repo_id):
     alice.upload_file(
-        path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id,
-        commit_message="Add x", commit_description="Longer text.",
+        path_or_fileobj=b"x",
+        path_in_repo="x.txt",
+        repo_id=repo_id,
+        commit_message="Add x",
+        commit_description="Longer text.",
     )
     latest = alice.list_repo_commits(repo_id)[0]
     assert latest.title == "Add x"
     assert latest.message == "Longer text."
+
+
+def test_dataset_round_trip(hub, alice, repo_name, tmp_path):
+    repo_id = f"alice/{repo_name}"
+    alice.create_repo(repo_id, repo_type="dataset")
+    rows = os.urandom(LFS_CHUNK_SIZE + 1)
+    alice.upload_file(
+        path_or_fileobj=rows,
+        path_in_repo="data/train.parquet",
+        repo_id=repo_id,
+        repo_type="dataset",
+    )
+    local = snapshot_download(
+        repo_id,
+        repo_type="dataset",
+        endpoint=hub.url,
+        token=alice.token,
+        cache_dir=tmp_path / "cache",
+    )
+    assert (Path(local) / "data" / "train.parquet").read_bytes() == rows
+    assert any(path.startswith("/datasets/") for _, path, _ in hub.requests_log)
+
+
+def test_exists_checks(alice, uploaded):
+    repo_id, _ = uploaded
+    assert alice.repo_exists(repo_id)
+    assert not alice.repo_exists(f"{repo_id}-missing")
+    assert alice.file_exists(repo_id, "config.json")
+    assert not alice.file_exists(repo_id, "missing.json")
+    assert alice.revision_exists(repo_id, "main")
+    assert not alice.revision_exists(repo_id, "missing")
+
+
+def test_copy_files_in_repo(alice, uploaded, model_folder):
+    repo_id, _ = uploaded
+    alice.create_commit(
+        repo_id,
+        [
+            CommitOperationCopy("model.safetensors", "backup/model.safetensors"),
+            CommitOperationCopy("config.json", "backup/config.json"),
+        ],
+        commit_message="Copy weights and config",
+    )
+    info = alice.model_info(repo_id, files_metadata=True)
+    siblings = {sibling.rfilename: sibling for sibling in info.siblings}
+    original = siblings["model.safetensors"]
+    assert siblings["backup/model.safetensors"].lfs.sha256 == original.lfs.sha256
+    assert siblings["backup/config.json"].blob_id == siblings["config.json"].blob_id

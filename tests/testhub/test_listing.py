@@ -1,10 +1,14 @@
-"""Repo search, tree listings, refs and commit history, all paginated, through the real client."""
+"""Repo search, tree listings, refs and commit history, paginated, via the client."""
 
 from __future__ import annotations
 
 import pytest
 from huggingface_hub import CommitOperationAdd
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    RevisionNotFoundError,
+)
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 
 from tests.testhub.conftest import PAGE_SIZE
@@ -12,7 +16,7 @@ from tests.testhub.conftest import PAGE_SIZE
 
 @pytest.fixture(scope="module")
 def listed_repos(hub):
-    """Seven models of alice, bob and microsoft, created in this order, one of them private."""
+    """Seven models of alice, bob and microsoft, in creation order, one private."""
     from huggingface_hub import HfApi
 
     alice = HfApi(endpoint=hub.url, token=hub.token_for("alice"))
@@ -30,7 +34,9 @@ def listed_repos(hub):
         api = alice if user == "alice" else bob
         api.create_repo(repo_id, private=repo_id == "bob/secret-llama")
     # A later commit makes alice/llama-q4 the most recently modified.
-    alice.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/llama-q4")
+    alice.upload_file(
+        path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/llama-q4"
+    )
     return [repo_id for _, repo_id in ids]
 
 
@@ -74,6 +80,23 @@ def test_list_models_sort_created_at(alice, listed_repos):
     assert found == ["alice/zeta", "alice/phi-gguf", "alice/llama-q8", "alice/llama-q4"]
 
 
+def test_list_models_filter_tags(alice, repo_id):
+    alice.upload_file(
+        path_or_fileobj=b"---\ntags:\n- rare-tag-for-filter\n---\n",
+        path_in_repo="README.md",
+        repo_id=repo_id,
+    )
+    found = [model.id for model in alice.list_models(filter="rare-tag-for-filter")]
+    assert found == [repo_id]
+
+
+def test_list_models_gated(alice, repo_id):
+    alice.update_repo_settings(repo_id, gated="auto")
+    found = [model.id for model in alice.list_models(gated=True)]
+    assert repo_id in found
+    assert all(alice.model_info(model_id).gated for model_id in found)
+
+
 def test_list_models_full(alice, listed_repos):
     model = next(iter(alice.list_models(author="microsoft", full=True)))
     assert model.sha == alice.model_info("microsoft/phi-mini").sha
@@ -89,7 +112,8 @@ def test_list_models_expand(alice, listed_repos):
 
 def test_list_models_card_data(alice, repo_id):
     alice.upload_file(
-        path_or_fileobj=b"---\nlicense: apache-2.0\n---\n", path_in_repo="README.md",
+        path_or_fileobj=b"---\nlicense: apache-2.0\n---\n",
+        path_in_repo="README.md",
         repo_id=repo_id,
     )
     model = next(iter(alice.list_models(search=repo_id.split("/")[1], cardData=True)))
@@ -113,7 +137,13 @@ def test_list_repo_files_paginates(hub, alice, tree_repo):
     files = alice.list_repo_files(tree_repo)
     pages = [entry for entry in hub.requests_log[before:] if "/tree/" in entry[1]]
     assert sorted(files) == [
-        ".gitattributes", "a.txt", "b.txt", "dir/c.txt", "dir/d.txt", "dir/sub/e.txt", "z/f.txt",
+        ".gitattributes",
+        "a.txt",
+        "b.txt",
+        "dir/c.txt",
+        "dir/d.txt",
+        "dir/sub/e.txt",
+        "z/f.txt",
     ]
     assert len(pages) > 1
 
@@ -122,17 +152,29 @@ def test_list_repo_tree_recursive(alice, tree_repo):
     entries = list(alice.list_repo_tree(tree_repo, recursive=True))
     folders = sorted(entry.path for entry in entries if isinstance(entry, RepoFolder))
     assert folders == ["dir", "dir/sub", "z"]
-    assert all(len(entry.tree_id) == 40 for entry in entries if isinstance(entry, RepoFolder))
+    assert all(
+        len(entry.tree_id) == 40 for entry in entries if isinstance(entry, RepoFolder)
+    )
 
 
 def test_list_repo_tree_top_level(alice, tree_repo):
     entries = list(alice.list_repo_tree(tree_repo))
-    assert sorted(entry.path for entry in entries) == [".gitattributes", "a.txt", "b.txt", "dir", "z"]
+    assert sorted(entry.path for entry in entries) == [
+        ".gitattributes",
+        "a.txt",
+        "b.txt",
+        "dir",
+        "z",
+    ]
 
 
 def test_list_repo_tree_subfolder(alice, tree_repo):
     entries = list(alice.list_repo_tree(tree_repo, path_in_repo="dir"))
-    assert sorted(entry.path for entry in entries) == ["dir/c.txt", "dir/d.txt", "dir/sub"]
+    assert sorted(entry.path for entry in entries) == [
+        "dir/c.txt",
+        "dir/d.txt",
+        "dir/sub",
+    ]
 
 
 def test_list_repo_tree_missing_folder(alice, tree_repo):
@@ -198,19 +240,26 @@ def test_revision_by_tag_and_short_sha(alice, repo_id):
 def test_list_repo_commits_order(alice, repo_id):
     for number in range(PAGE_SIZE + 2):
         alice.upload_file(
-            path_or_fileobj=str(number).encode(), path_in_repo="n.txt", repo_id=repo_id,
+            path_or_fileobj=str(number).encode(),
+            path_in_repo="n.txt",
+            repo_id=repo_id,
             commit_message=f"Commit {number}",
         )
     commits = alice.list_repo_commits(repo_id)
     titles = [commit.title for commit in commits]
-    assert titles == [f"Commit {n}" for n in reversed(range(PAGE_SIZE + 2))] + ["initial commit"]
+    assert titles == [f"Commit {n}" for n in reversed(range(PAGE_SIZE + 2))] + [
+        "initial commit"
+    ]
     assert commits[0].commit_id == alice.model_info(repo_id).sha
     assert commits[0].created_at >= commits[-1].created_at
 
 
 def test_list_repo_commits_formatted(alice, repo_id):
     alice.upload_file(
-        path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, commit_message="Add <x>"
+        path_or_fileobj=b"x",
+        path_in_repo="x.txt",
+        repo_id=repo_id,
+        commit_message="Add <x>",
     )
     latest = alice.list_repo_commits(repo_id, formatted=True)[0]
     assert latest.formatted_title == "Add &lt;x&gt;"

@@ -23,12 +23,16 @@ def restarted(tmp_path):
         erin_token = first.token_for("erin")
         api = HfApi(endpoint=first.url, token=first.token_for("alice"))
         api.create_repo("alice/kept", private=True)
-        api.upload_file(path_or_fileobj=weights, path_in_repo="w.safetensors", repo_id="alice/kept")
+        api.upload_file(
+            path_or_fileobj=weights, path_in_repo="w.safetensors", repo_id="alice/kept"
+        )
         api.create_branch("alice/kept", branch="dev")
         api.create_tag("alice/kept", tag="v1")
         api.create_repo("alice/gated")
         api.update_repo_settings("alice/gated", gated="auto")
-        api.upload_file(path_or_fileobj=b"g", path_in_repo="g.txt", repo_id="alice/gated")
+        api.upload_file(
+            path_or_fileobj=b"g", path_in_repo="g.txt", repo_id="alice/gated"
+        )
         first.grant_gated_access("alice/gated", "bob")
         head = api.model_info("alice/kept").sha
     with HubServer(state) as second:
@@ -38,7 +42,10 @@ def restarted(tmp_path):
 def test_restart_keeps_files(restarted, tmp_path):
     server, saved = restarted
     path = hf_hub_download(
-        "alice/kept", "w.safetensors", endpoint=server.url, token=server.token_for("alice"),
+        "alice/kept",
+        "w.safetensors",
+        endpoint=server.url,
+        token=server.token_for("alice"),
         cache_dir=tmp_path / "cache",
     )
     assert Path(path).read_bytes() == saved["weights"]
@@ -70,13 +77,19 @@ def test_restart_keeps_accounts(restarted):
 def test_restart_keeps_gated_grants(restarted, tmp_path):
     server, _ = restarted
     path = hf_hub_download(
-        "alice/gated", "g.txt", endpoint=server.url, token=server.token_for("bob"),
+        "alice/gated",
+        "g.txt",
+        endpoint=server.url,
+        token=server.token_for("bob"),
         cache_dir=tmp_path / "bob",
     )
     assert Path(path).read_bytes() == b"g"
     with pytest.raises(GatedRepoError):
         hf_hub_download(
-            "alice/gated", "g.txt", endpoint=server.url, token=server.token_for("carol"),
+            "alice/gated",
+            "g.txt",
+            endpoint=server.url,
+            token=server.token_for("carol"),
             cache_dir=tmp_path / "carol",
         )
 
@@ -84,7 +97,9 @@ def test_restart_keeps_gated_grants(restarted, tmp_path):
 def test_restart_accepts_new_commits(restarted):
     server, saved = restarted
     api = HfApi(endpoint=server.url, token=server.token_for("alice"))
-    commit = api.upload_file(path_or_fileobj=b"new", path_in_repo="new.txt", repo_id="alice/kept")
+    commit = api.upload_file(
+        path_or_fileobj=b"new", path_in_repo="new.txt", repo_id="alice/kept"
+    )
     assert api.list_repo_commits("alice/kept")[1].commit_id == saved["head"]
     assert commit.oid == api.model_info("alice/kept").sha
 
@@ -95,6 +110,6 @@ def test_stopped_server_refuses_connections(tmp_path):
     api = HfApi(endpoint=url, token="hf_alice_write")
     api.whoami()
     server.stop()
-    # The pooled keep-alive connection was closed too, so the client reconnects and fails.
+    # The pooled keep-alive connection was closed too, so the client reconnects.
     with pytest.raises(httpx2.ConnectError):
         api.whoami()

@@ -98,7 +98,9 @@ def test_create_repo_exist_ok_read_token(make_api, alice, repo_id):
 
 def test_create_dataset_and_space(alice, repo_name):
     dataset = alice.create_repo(f"alice/{repo_name}", repo_type="dataset")
-    space = alice.create_repo(f"alice/{repo_name}", repo_type="space", space_sdk="gradio")
+    space = alice.create_repo(
+        f"alice/{repo_name}", repo_type="space", space_sdk="gradio"
+    )
     assert dataset.repo_type == "dataset"
     assert space.repo_type == "space"
     assert alice.dataset_info(f"alice/{repo_name}").id == f"alice/{repo_name}"

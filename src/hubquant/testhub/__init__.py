@@ -1,4 +1,4 @@
-"""A local Hugging Face Hub for tests: the real `huggingface_hub` client talks to it over loopback.
+"""A local Hugging Face Hub for tests, which the real client reaches over loopback.
 
 Start one with::
 

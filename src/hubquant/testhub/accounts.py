@@ -38,15 +38,22 @@ class Account:
                 " dashes, at most 96 characters."
             )
         if self.kind not in ("user", "org"):
-            raise ValueError(f"Invalid account kind {self.kind!r}: expected 'user' or 'org'.")
+            raise ValueError(
+                f"Invalid account kind {self.kind!r}: expected 'user' or 'org'."
+            )
         if self.kind == "org" and self.tokens:
-            raise ValueError(f"Organization {self.name!r} cannot own tokens; give them to a member.")
+            raise ValueError(
+                f"Organization {self.name!r} cannot own tokens; give them to a member."
+            )
         if self.kind == "user" and self.members:
-            raise ValueError(f"User {self.name!r} cannot have members; only organizations do.")
+            raise ValueError(
+                f"User {self.name!r} cannot have members; only organizations do."
+            )
         for token, role in self.tokens.items():
             if role not in ("write", "read"):
                 raise ValueError(
-                    f"Invalid role {role!r} for a token of {self.name!r}: expected 'write' or 'read'."
+                    f"Invalid role {role!r} for a token of {self.name!r}:"
+                    " expected 'write' or 'read'."
                 )
             if not token:
                 raise ValueError(f"Empty token for {self.name!r}.")
@@ -86,7 +93,9 @@ def load_accounts_file(path: Path) -> list[Account]:
     """Read a JSON list of accounts (the format `Account.to_json` writes)."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, list):
-        raise ValueError(f"Invalid accounts file {path}: expected a JSON list of accounts.")
+        raise ValueError(
+            f"Invalid accounts file {path}: expected a JSON list of accounts."
+        )
     return [Account.from_json(item) for item in data]
 
 
@@ -123,7 +132,9 @@ class AccountStore:
             for token in account.tokens:
                 owner = self._token_owner(token)
                 if owner is not None and owner.name.lower() != account.name.lower():
-                    raise ValueError(f"Token {token!r} already belongs to {owner.name!r}.")
+                    raise ValueError(
+                        f"Token {token!r} already belongs to {owner.name!r}."
+                    )
             self._accounts[account.name.lower()] = account
             self._save()
 
@@ -153,10 +164,12 @@ class AccountStore:
             ]
 
     def can_write_namespace(self, username: str, namespace: str) -> bool:
-        """Whether `username` may create or change repos under `namespace`."""
+        """Return True when `username` may create or change repos under `namespace`."""
         if username.lower() == namespace.lower():
             return True
-        return any(org.name.lower() == namespace.lower() for org in self.orgs_of(username))
+        return any(
+            org.name.lower() == namespace.lower() for org in self.orgs_of(username)
+        )
 
     def token_for(self, username: str, *, write: bool = True) -> str:
         """Return a token of `username` with the given role, creating one if needed."""
@@ -164,9 +177,13 @@ class AccountStore:
         with self._lock:
             account = self._accounts.get(username.lower())
             if account is None:
-                raise KeyError(f"No account named {username!r}; add it with add_account first.")
+                raise KeyError(
+                    f"No account named {username!r}; add it with add_account first."
+                )
             if account.kind != "user":
-                raise ValueError(f"{username!r} is an organization; tokens belong to users.")
+                raise ValueError(
+                    f"{username!r} is an organization; tokens belong to users."
+                )
             for token, token_role in account.tokens.items():
                 if token_role == role:
                     return token
@@ -188,4 +205,3 @@ class AccountStore:
     def _save(self) -> None:
         data = [account.to_json() for account in self._accounts.values()]
         write_json_atomic(self._path, data)
-

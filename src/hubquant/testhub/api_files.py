@@ -1,4 +1,4 @@
-"""Endpoints that read files: tree listing, paths-info and downloads through /resolve."""
+"""Endpoints that read files: tree, paths-info and downloads through /resolve."""
 
 from __future__ import annotations
 
@@ -19,7 +19,12 @@ _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
 
 def tree(
-    app: HubApp, context: Context, repo_type: str, repo_id: str, revision: str, path: str
+    app: HubApp,
+    context: Context,
+    repo_type: str,
+    repo_id: str,
+    revision: str,
+    path: str,
 ) -> Response:
     repo = app.find_repo(context, repo_type, repo_id)
     commit_id = repo.resolve(revision)
@@ -46,13 +51,17 @@ def tree(
     return Response.json(body, headers=headers)
 
 
-def _listing(commit: Commit, folders: set[str], path: str, *, recursive: bool) -> list[str]:
+def _listing(
+    commit: Commit, folders: set[str], path: str, *, recursive: bool
+) -> list[str]:
     """Return the files and folders under `path`, folders before files at each level."""
     prefix = f"{path}/" if path else ""
     names = [name for name in (*folders, *commit.files) if name.startswith(prefix)]
     if not recursive:
         names = [name for name in names if "/" not in name[len(prefix) :]]
-    return sorted(names, key=lambda name: (name.split("/")[:-1], name not in folders, name))
+    return sorted(
+        names, key=lambda name: (name.split("/")[:-1], name not in folders, name)
+    )
 
 
 def paths_info(
@@ -67,16 +76,23 @@ def paths_info(
     for path in form.get("paths", []):
         path = path.strip("/")
         if path in commit.files:
-            body.append(views.file_entry(repo, commit, path, commit.files[path], expand=expand))
+            body.append(
+                views.file_entry(repo, commit, path, commit.files[path], expand=expand)
+            )
         elif path and path in folders:
             body.append(views.folder_entry(repo, commit, path, expand=expand))
     return Response.json(body)
 
 
 def resolve(
-    app: HubApp, context: Context, repo_type: str, repo_id: str, revision: str, path: str
+    app: HubApp,
+    context: Context,
+    repo_type: str,
+    repo_id: str,
+    revision: str,
+    path: str,
 ) -> Response:
-    """Serve a file with the headers `hf_hub_download` needs, honouring a single Range."""
+    """Serve a file with the headers `hf_hub_download` needs, and a single Range."""
     repo = app.find_repo(context, repo_type, repo_id)
     app.require_download(context, repo)
     commit_id = repo.resolve(revision)
@@ -109,9 +125,9 @@ def resolve(
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """Return the [start, end) range a `Range` header requests, or None to send all of it.
+    """Return the [start, end) range of a `Range` header, or None for the whole file.
 
-    Multiple ranges are answered with the whole file, which RFC 9110 allows.
+    A request for multiple ranges gets the whole file, which RFC 9110 allows.
     """
     if not header or "," in header:
         return None
@@ -142,4 +158,3 @@ def _content_type(path: str) -> str:
     if guessed.startswith("text/") or guessed == "application/json":
         return f"{guessed}; charset=utf-8"
     return guessed
-

@@ -1,4 +1,4 @@
-"""Endpoints about accounts and repos: whoami, create, delete, settings, info, listing, refs."""
+"""Endpoints for accounts and repos: whoami, create, delete, settings, info, refs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING
 from hubquant.testhub import views
 from hubquant.testhub.cardcheck import check_card
 from hubquant.testhub.errors import HubError, bad_request
-from hubquant.testhub.naming import REPO_TYPES, is_valid_branch_name, is_valid_repo_name, stable_id
+from hubquant.testhub.naming import (
+    REPO_TYPES,
+    is_valid_branch_name,
+    is_valid_repo_name,
+    stable_id,
+)
 from hubquant.testhub.params import expand_param, int_param, json_object, page
 from hubquant.testhub.storage import DEFAULT_BRANCH, RepoExistsError
 from hubquant.testhub.transport import Response
@@ -35,7 +40,9 @@ _SORT_KEYS = {
 def whoami(app: HubApp, context: Context) -> Response:
     identity = context.identity
     if identity is None:
-        raise HubError(401, "Invalid username or password: pass a token to call whoami.")
+        raise HubError(
+            401, "Invalid username or password: pass a token to call whoami."
+        )
     orgs = [
         {
             "type": "org",
@@ -74,14 +81,19 @@ def create_repo(app: HubApp, context: Context) -> Response:
     repo_type = payload.get("type") or "model"
     name = payload.get("name")
     if repo_type not in REPO_TYPES:
-        raise bad_request(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}.")
+        raise bad_request(
+            f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}."
+        )
     if not isinstance(name, str) or not is_valid_repo_name(name):
         raise bad_request(
-            f"Invalid repo name {name!r}: use letters, digits, '-', '_' and '.', at most 96"
+            f"Invalid repo name {name!r}: use letters, digits, '-', '_' and '.',"
+            " at most 96"
             " characters, no '--' or '..', not starting or ending with '-' or '.'."
         )
     if context.identity is None:
-        raise HubError(401, "Authentication required to create a repo: pass a write token.")
+        raise HubError(
+            401, "Authentication required to create a repo: pass a write token."
+        )
     namespace = payload.get("organization") or context.identity.user
     repo_id = f"{namespace}/{name}"
     if app.accounts.get(namespace) is None:
@@ -90,20 +102,34 @@ def create_repo(app: HubApp, context: Context) -> Response:
 
     sdk = payload.get("sdk")
     if repo_type == "space" and sdk not in SPACE_SDKS:
-        raise bad_request(f"Invalid Space SDK {sdk!r}: expected one of {', '.join(SPACE_SDKS)}.")
+        raise bad_request(
+            f"Invalid Space SDK {sdk!r}: expected one of {', '.join(SPACE_SDKS)}."
+        )
     private = _visibility(payload)
     try:
         repo = app.store.create(
-            repo_type, repo_id, private=bool(private), author=context.identity.user,
+            repo_type,
+            repo_id,
+            private=bool(private),
+            author=context.identity.user,
             sdk=sdk if repo_type == "space" else None,
         )
     except RepoExistsError as error:
         # The client reads `url` even from the 409 when exist_ok=True.
-        error.body = {"error": error.message, "url": app.repo_url(repo_type, error.repo.id)}
+        error.body = {
+            "error": error.message,
+            "url": app.repo_url(repo_type, error.repo.id),
+        }
         raise
-    logger.info("Created %s %s (private: %s)", repo_type, repo.id, repo.settings.private)
+    logger.info(
+        "Created %s %s (private: %s)", repo_type, repo.id, repo.settings.private
+    )
     return Response.json(
-        {"url": app.repo_url(repo_type, repo.id), "name": repo.id, "id": views.object_id(repo)}
+        {
+            "url": app.repo_url(repo_type, repo.id),
+            "name": repo.id,
+            "id": views.object_id(repo),
+        }
     )
 
 
@@ -111,30 +137,43 @@ def delete_repo(app: HubApp, context: Context) -> Response:
     payload = json_object(context)
     repo_type = payload.get("type") or "model"
     if repo_type not in REPO_TYPES:
-        raise bad_request(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}.")
+        raise bad_request(
+            f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}."
+        )
     if context.identity is None:
-        raise HubError(401, "Authentication required to delete a repo: pass a write token.")
+        raise HubError(
+            401, "Authentication required to delete a repo: pass a write token."
+        )
+    name = payload.get("name")
+    if not isinstance(name, str) or not name:
+        raise bad_request('The body needs the "name" of the repo to delete.')
     namespace = payload.get("organization") or context.identity.user
-    repo = app.find_writable_repo(context, repo_type, f"{namespace}/{payload.get('name')}")
+    repo = app.find_writable_repo(context, repo_type, f"{namespace}/{name}")
     app.store.delete(repo)
     logger.info("Deleted %s %s", repo_type, repo.id)
     return Response.json({})
 
 
-def update_settings(app: HubApp, context: Context, repo_type: str, repo_id: str) -> Response:
+def update_settings(
+    app: HubApp, context: Context, repo_type: str, repo_id: str
+) -> Response:
     repo = app.find_writable_repo(context, repo_type, repo_id)
     payload = json_object(context)
     private = _visibility(payload)
     gated = payload.get("gated")
     if "gated" in payload and gated not in (False, "auto", "manual"):
-        raise bad_request(f"Invalid gated value {gated!r}: expected false, 'auto' or 'manual'.")
+        raise bad_request(
+            f"Invalid gated value {gated!r}: expected false, 'auto' or 'manual'."
+        )
     with repo.lock:
         if private is not None:
             repo.settings.private = private
         if "gated" in payload:
             repo.settings.gated = gated
         repo.save()
-    return Response.json({"private": repo.settings.private, "gated": repo.settings.gated})
+    return Response.json(
+        {"private": repo.settings.private, "gated": repo.settings.gated}
+    )
 
 
 def validate_yaml(app: HubApp, context: Context) -> Response:
@@ -152,7 +191,9 @@ def validate_yaml(app: HubApp, context: Context) -> Response:
     accept = context.request.headers.get("Accept", "")
     if "text/plain" in accept and "json" not in accept:
         # `RepoCard.validate` requests text/plain and raises ValueError(response.text).
-        return Response(400, {"Content-Type": "text/plain; charset=utf-8"}, message.encode())
+        return Response(
+            400, {"Content-Type": "text/plain; charset=utf-8"}, message.encode()
+        )
     body = {
         "error": message,
         "errors": [{"message": error} for error in report.errors],
@@ -202,7 +243,9 @@ def list_repos(app: HubApp, context: Context, repo_type: str) -> Response:
     sort = request.param("sort")
     if sort is not None:
         if sort not in _SORT_KEYS:
-            raise bad_request(f"Invalid sort {sort!r}: expected one of {', '.join(_SORT_KEYS)}.")
+            raise bad_request(
+                f"Invalid sort {sort!r}: expected one of {', '.join(_SORT_KEYS)}."
+            )
         # The Hub sorts descending unless direction=1 is given.
         descending = request.param("direction", "-1") != "1"
         items.sort(key=_SORT_KEYS[sort], reverse=descending)
@@ -215,8 +258,12 @@ def list_repos(app: HubApp, context: Context, repo_type: str) -> Response:
     page_items, next_cursor = page(items, request, app.config.page_size)
     entries = [
         views.list_entry(
-            repo, commit, full=request.flag("full"), with_card=request.flag("cardData"),
-            with_config=request.flag("config"), fields=expand_param(request),
+            repo,
+            commit,
+            full=request.flag("full"),
+            with_card=request.flag("cardData"),
+            with_config=request.flag("config"),
+            fields=expand_param(request),
         )
         for repo, commit in page_items
     ]
@@ -247,7 +294,9 @@ def refs(app: HubApp, context: Context, repo_type: str, repo_id: str) -> Respons
     return Response.json(data)
 
 
-def branch(app: HubApp, context: Context, repo_type: str, repo_id: str, name: str) -> Response:
+def branch(
+    app: HubApp, context: Context, repo_type: str, repo_id: str, name: str
+) -> Response:
     repo = app.find_writable_repo(context, repo_type, repo_id)
     if context.request.method == "DELETE":
         repo.delete_branch(name)
@@ -260,8 +309,10 @@ def branch(app: HubApp, context: Context, repo_type: str, repo_id: str, name: st
     return Response.json({})
 
 
-def tag(app: HubApp, context: Context, repo_type: str, repo_id: str, name: str) -> Response:
-    """`POST .../tag/{revision}` creates a tag on a revision; `DELETE .../tag/{tag}` removes it."""
+def tag(
+    app: HubApp, context: Context, repo_type: str, repo_id: str, name: str
+) -> Response:
+    """Create a tag on revision `name` (POST), or delete the tag `name` (DELETE)."""
     repo = app.find_writable_repo(context, repo_type, repo_id)
     if context.request.method == "DELETE":
         repo.delete_tag(name)
@@ -280,7 +331,9 @@ def list_commits(
     repo = app.find_repo(context, repo_type, repo_id)
     commits = list(repo.history(repo.resolve(revision)))
     request = context.request
-    formatted = "formatted" in request.query.get("expand[]", []) + request.query.get("expand", [])
+    formatted = "formatted" in request.query.get("expand[]", []) + request.query.get(
+        "expand", []
+    )
     items, next_cursor = page(commits, request, app.config.page_size)
     headers = {}
     if next_cursor is not None:
@@ -290,11 +343,13 @@ def list_commits(
 
 
 def _visibility(payload: dict) -> bool | None:
-    """Return the requested privacy from `visibility` (2.x clients) or `private` (older ones)."""
+    """Return the requested privacy from `visibility` (2.x clients) or `private`."""
     visibility = payload.get("visibility")
     if visibility is not None:
         if visibility not in ("public", "private"):
-            raise bad_request(f"Invalid visibility {visibility!r}: expected 'public' or 'private'.")
+            raise bad_request(
+                f"Invalid visibility {visibility!r}: expected 'public' or 'private'."
+            )
         return visibility == "private"
     private = payload.get("private")
     if private is not None and not isinstance(private, bool):

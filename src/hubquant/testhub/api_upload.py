@@ -1,4 +1,4 @@
-"""Endpoints that write files: preupload, the LFS batch API, signed uploads and commits."""
+"""Endpoints that write files: preupload, LFS batch, signed uploads and commits."""
 
 from __future__ import annotations
 
@@ -36,8 +36,10 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _LFS_JSON = {"Content-Type": "application/vnd.git-lfs+json"}
 
 
-def preupload(app: HubApp, context: Context, repo_type: str, repo_id: str, revision: str) -> Response:
-    """Tell the client, per file, whether to upload it through LFS and whether git ignores it."""
+def preupload(
+    app: HubApp, context: Context, repo_type: str, repo_id: str, revision: str
+) -> Response:
+    """Return, per file, whether to upload it through LFS and whether git ignores it."""
     repo = app.find_writable_repo(context, repo_type, repo_id)
     _reject_pull_requests(context.request)
     commit_id = repo.resolve(revision)
@@ -58,7 +60,9 @@ def preupload(app: HubApp, context: Context, repo_type: str, repo_id: str, revis
         path = item["path"]
         size = item.get("size")
         if not isinstance(size, int) or size < 0:
-            raise bad_request(f"Invalid size {size!r} for {path!r}: expected a byte count.")
+            raise bad_request(
+                f"Invalid size {size!r} for {path!r}: expected a byte count."
+            )
         try:
             sample = base64.b64decode(item.get("sample") or "", validate=True)
         except binascii.Error:
@@ -98,7 +102,9 @@ def _lfs_batch(app: HubApp, context: Context, repo_type: str, repo_id: str) -> R
     operation = payload.get("operation")
     objects = payload.get("objects")
     if operation not in ("upload", "download") or not isinstance(objects, list):
-        raise bad_request('An LFS batch needs "operation" (upload or download) and "objects".')
+        raise bad_request(
+            'An LFS batch needs "operation" (upload or download) and "objects".'
+        )
     if operation == "upload":
         repo = app.find_writable_repo(context, repo_type, repo_id)
     else:
@@ -112,13 +118,20 @@ def _lfs_batch(app: HubApp, context: Context, repo_type: str, repo_id: str) -> R
     for item in objects:
         oid = item.get("oid") if isinstance(item, dict) else None
         size = item.get("size") if isinstance(item, dict) else None
-        if not isinstance(oid, str) or not _SHA256.match(oid) or not isinstance(size, int) or size < 0:
+        if (
+            not isinstance(oid, str)
+            or not _SHA256.match(oid)
+            or not isinstance(size, int)
+            or size < 0
+        ):
             answers.append(_lfs_object_error(oid, size, 422, "Invalid oid or size."))
             continue
         stored_size = repo.lfs_object_size(oid)
         if operation == "download":
             if stored_size is None:
-                answers.append(_lfs_object_error(oid, size, 404, "Object does not exist."))
+                answers.append(
+                    _lfs_object_error(oid, size, 404, "Object does not exist.")
+                )
             else:
                 answers.append(_download_action(app, context, repo, oid, stored_size))
             continue
@@ -131,11 +144,15 @@ def _lfs_batch(app: HubApp, context: Context, repo_type: str, repo_id: str) -> R
         answers.append(_upload_action(app, repo, oid, size, multipart=multipart))
     transfer = "multipart" if used_multipart else "basic"
     return Response(
-        200, dict(_LFS_JSON), json.dumps({"transfer": transfer, "objects": answers}).encode()
+        200,
+        dict(_LFS_JSON),
+        json.dumps({"transfer": transfer, "objects": answers}).encode(),
     )
 
 
-def _upload_action(app: HubApp, repo: Repo, oid: str, size: int, *, multipart: bool) -> dict:
+def _upload_action(
+    app: HubApp, repo: Repo, oid: str, size: int, *, multipart: bool
+) -> dict:
     chunk_size = app.config.lfs_chunk_size if multipart else None
     upload = app.uploads.start(repo, oid, size, chunk_size=chunk_size)
     base = f"{app.config.base_url}/_lfs/upload/{upload.upload_id}"
@@ -148,7 +165,10 @@ def _upload_action(app: HubApp, repo: Repo, oid: str, size: int, *, multipart: b
         header: dict[str, str] = {"chunk_size": str(chunk_size)}
         for part in range(1, upload.part_count + 1):
             header[str(part)] = f"{base}/part/{part}?key={upload.keys[str(part)]}"
-        upload_action = {"href": f"{base}/complete?key={upload.keys['complete']}", "header": header}
+        upload_action = {
+            "href": f"{base}/complete?key={upload.keys['complete']}",
+            "header": header,
+        }
     return {
         "oid": oid,
         "size": size,
@@ -157,12 +177,19 @@ def _upload_action(app: HubApp, repo: Repo, oid: str, size: int, *, multipart: b
     }
 
 
-def _download_action(app: HubApp, context: Context, repo: Repo, oid: str, size: int) -> dict:
+def _download_action(
+    app: HubApp, context: Context, repo: Repo, oid: str, size: int
+) -> dict:
     action: dict = {"href": _lfs_url(app, repo, oid)}
     authorization = context.request.headers.get("Authorization")
     if authorization:
         action["header"] = {"Authorization": authorization}
-    return {"oid": oid, "size": size, "authenticated": True, "actions": {"download": action}}
+    return {
+        "oid": oid,
+        "size": size,
+        "authenticated": True,
+        "actions": {"download": action},
+    }
 
 
 def _lfs_object_error(oid: object, size: object, code: int, message: str) -> dict:
@@ -177,11 +204,17 @@ def _lfs_url(app: HubApp, repo: Repo, tail: str) -> str:
     return f"{app.repo_url(repo.type, repo.id)}.git/info/lfs/objects/{tail}"
 
 
-def _lfs_verify(app: HubApp, context: Context, repo_type: str, repo_id: str) -> Response:
+def _lfs_verify(
+    app: HubApp, context: Context, repo_type: str, repo_id: str
+) -> Response:
     repo = app.find_writable_repo(context, repo_type, repo_id)
     payload = json_object(context)
     oid, size = payload.get("oid"), payload.get("size")
-    stored_size = repo.lfs_object_size(oid) if isinstance(oid, str) and _SHA256.match(oid) else None
+    stored_size = (
+        repo.lfs_object_size(oid)
+        if isinstance(oid, str) and _SHA256.match(oid)
+        else None
+    )
     if stored_size is None:
         raise HubError(404, f"LFS object {oid!r} was not uploaded to {repo.id!r}.")
     if stored_size != size:
@@ -189,7 +222,9 @@ def _lfs_verify(app: HubApp, context: Context, repo_type: str, repo_id: str) -> 
     return Response(200, dict(_LFS_JSON), b"{}")
 
 
-def _lfs_download(app: HubApp, context: Context, repo_type: str, repo_id: str, oid: str) -> Response:
+def _lfs_download(
+    app: HubApp, context: Context, repo_type: str, repo_id: str, oid: str
+) -> Response:
     repo = app.find_repo(context, repo_type, repo_id)
     app.require_download(context, repo)
     size = repo.lfs_object_size(oid) if _SHA256.match(oid) else None
@@ -200,14 +235,18 @@ def _lfs_download(app: HubApp, context: Context, repo_type: str, repo_id: str, o
 
 
 def signed_upload(app: HubApp, request: Request, segments: list[str]) -> Response:
-    """Receive uploads on the URLs `_upload_action` handed out; the `key` parameter authorizes them."""
+    """Receive uploads on the URLs from `_upload_action`, authorized by their `key`."""
     key = request.param("key") or ""
     match segments:
         case ["upload", upload_id] if request.method == "PUT":
             app.uploads.receive_basic(upload_id, key, request.body.chunks())
             return Response(200, {"ETag": '"uploaded"'})
-        case ["upload", upload_id, "part", part] if request.method == "PUT" and part.isdigit():
-            etag = app.uploads.receive_part(upload_id, int(part), key, request.body.chunks())
+        case ["upload", upload_id, "part", part] if (
+            request.method == "PUT" and part.isdigit()
+        ):
+            etag = app.uploads.receive_part(
+                upload_id, int(part), key, request.body.chunks()
+            )
             return Response(200, {"ETag": etag})
         case ["upload", upload_id, "complete"] if request.method == "POST":
             payload = request.body.json()
@@ -218,13 +257,18 @@ def signed_upload(app: HubApp, request: Request, segments: list[str]) -> Respons
     raise HubError(404, f"No upload endpoint for {request.method} {request.path}.")
 
 
-def commit(app: HubApp, context: Context, repo_type: str, repo_id: str, revision: str) -> Response:
-    """Apply an NDJSON commit (header, file, lfsFile, deletedFile, deletedFolder lines)."""
+def commit(
+    app: HubApp, context: Context, repo_type: str, repo_id: str, revision: str
+) -> Response:
+    """Apply an NDJSON commit: header, file, lfsFile, deletedFile, deletedFolder."""
     repo = app.find_writable_repo(context, repo_type, repo_id)
     _reject_pull_requests(context.request)
+    revision = revision.removeprefix("refs/heads/")
     if revision not in repo.settings.branches:
         repo.resolve(revision)  # Raises RevisionNotFound for names that match nothing.
-        raise bad_request(f"Cannot commit to {revision!r}: it is not a branch of {repo.id!r}.")
+        raise bad_request(
+            f"Cannot commit to {revision!r}: it is not a branch of {repo.id!r}."
+        )
 
     header, operations = _parse_commit(repo, context.request)
     summary = header.get("summary")
@@ -233,7 +277,9 @@ def commit(app: HubApp, context: Context, repo_type: str, repo_id: str, revision
     description = header.get("description") or ""
     parent_commit = header.get("parentCommit")
     if parent_commit is not None and not isinstance(parent_commit, str):
-        raise bad_request(f"Invalid parentCommit {parent_commit!r}: expected a commit id.")
+        raise bad_request(
+            f"Invalid parentCommit {parent_commit!r}: expected a commit id."
+        )
 
     assert context.identity is not None  # find_writable_repo checked it.
     created = repo.create_commit(
@@ -245,7 +291,11 @@ def commit(app: HubApp, context: Context, repo_type: str, repo_id: str, revision
         parent_commit=parent_commit,
     )
     logger.info(
-        "Commit %s on %s@%s: %d operations", created.id[:12], repo.id, revision, len(operations)
+        "Commit %s on %s@%s: %d operations",
+        created.id[:12],
+        repo.id,
+        revision,
+        len(operations),
     )
     commit_url = f"{app.repo_url(repo.type, repo.id)}/commit/{created.id}"
     return Response.json(
@@ -269,9 +319,13 @@ def _parse_commit(repo: Repo, request: Request) -> tuple[dict, list[CommitOperat
         try:
             item = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise bad_request(f"Line {number} of the commit is not JSON: {error}.") from None
+            raise bad_request(
+                f"Line {number} of the commit is not JSON: {error}."
+            ) from None
         if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
-            raise bad_request(f"Line {number} of the commit needs a \"key\" and a \"value\" object.")
+            raise bad_request(
+                f'Line {number} of the commit needs a "key" and a "value" object.'
+            )
         key, value = item.get("key"), item["value"]
         if key == "header":
             header = value
@@ -282,7 +336,9 @@ def _parse_commit(repo: Repo, request: Request) -> tuple[dict, list[CommitOperat
         if not isinstance(path, str):
             raise bad_request(f"Line {number} of the commit has no path.")
         # Folder deletions name the folder with a trailing "/".
-        reason = invalid_path_reason(path.rstrip("/") if key == "deletedFolder" else path)
+        reason = invalid_path_reason(
+            path.rstrip("/") if key == "deletedFolder" else path
+        )
         if reason is not None:
             raise bad_request(f"Invalid path {path!r} on line {number}: {reason}.")
         if key == "file":
@@ -322,18 +378,24 @@ def _regular_file(repo: Repo, value: dict, path: str) -> FileEntry:
 
 def _lfs_file(repo: Repo, value: dict, path: str) -> FileEntry:
     oid = value.get("oid")
-    if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str) or not _SHA256.match(oid):
+    if (
+        value.get("algo", "sha256") != "sha256"
+        or not isinstance(oid, str)
+        or not _SHA256.match(oid)
+    ):
         raise bad_request(f"Invalid LFS oid {oid!r} for {path!r}: expected a sha256.")
     stored_size = repo.lfs_object_size(oid)
     if stored_size is None:
         raise bad_request(
-            f"Your push was rejected because an LFS pointer pointed to a file that does not"
-            f" exist: {path!r} (oid {oid}). Upload it through the LFS batch endpoint first."
+            "Your push was rejected because an LFS pointer pointed to a file that does"
+            f" not exist: {path!r} (oid {oid}). Upload it through the LFS batch"
+            " endpoint first."
         )
     size = value.get("size", stored_size)
     if size != stored_size:
         raise bad_request(
-            f"LFS file {path!r} declares {size} bytes, but object {oid} has {stored_size}."
+            f"LFS file {path!r} declares {size} bytes, but object {oid} has"
+            f" {stored_size}."
         )
     return FileEntry.lfs(oid, stored_size)
 
@@ -341,4 +403,6 @@ def _lfs_file(repo: Repo, value: dict, path: str) -> FileEntry:
 def _reject_pull_requests(request: Request) -> None:
     if request.flag("create_pr"):
         # TODO: support pull requests (refs/pr/N) once a caller needs create_pr=True.
-        raise bad_request("The test Hub does not support create_pr; commit to a branch instead.")
+        raise bad_request(
+            "The test Hub does not support create_pr; commit to a branch instead."
+        )

@@ -69,7 +69,11 @@ class HubApp:
         if not header:
             return None
         scheme, _, token = header.partition(" ")
-        identity = self.accounts.identify(token.strip()) if scheme.lower() == "bearer" else None
+        identity = (
+            self.accounts.identify(token.strip())
+            if scheme.lower() == "bearer"
+            else None
+        )
         if identity is None:
             # The Hub rejects an unknown token even where anonymous access would work.
             raise HubError(401, INVALID_TOKEN_MESSAGE)
@@ -88,8 +92,14 @@ class HubApp:
             repo_id = f"{segments[0]}/{segments[1][: -len('.git')]}"
             rest = segments[2:]
             if rest[:3] == ["info", "lfs", "objects"] and method in ("POST", "GET"):
-                return api_upload.lfs_objects(self, context, repo_type, repo_id, rest[3:])
-        if len(segments) >= 5 and segments[2] == "resolve" and method in ("GET", "HEAD"):
+                return api_upload.lfs_objects(
+                    self, context, repo_type, repo_id, rest[3:]
+                )
+        if (
+            len(segments) >= 5
+            and segments[2] == "resolve"
+            and method in ("GET", "HEAD")
+        ):
             repo_id = f"{segments[0]}/{segments[1]}"
             return api_files.resolve(
                 self, context, repo_type, repo_id, segments[3], "/".join(segments[4:])
@@ -111,7 +121,9 @@ class HubApp:
                 return api_repos.list_repos(self, context, _PLURAL_TYPES[plural])
             case [plural, namespace, name, *rest] if plural in _PLURAL_TYPES:
                 repo_type = _PLURAL_TYPES[plural]
-                return self._route_repo_api(context, repo_type, f"{namespace}/{name}", rest)
+                return self._route_repo_api(
+                    context, repo_type, f"{namespace}/{name}", rest
+                )
         raise _no_route(context.request)
 
     def _route_repo_api(
@@ -126,7 +138,9 @@ class HubApp:
             case ["settings"] if method == "PUT":
                 return api_repos.update_settings(self, context, repo_type, repo_id)
             case ["tree", revision, *path] if method == "GET":
-                return api_files.tree(self, context, repo_type, repo_id, revision, "/".join(path))
+                return api_files.tree(
+                    self, context, repo_type, repo_id, revision, "/".join(path)
+                )
             case ["paths-info", revision] if method == "POST":
                 return api_files.paths_info(self, context, repo_type, repo_id, revision)
             case ["refs"] if method == "GET":
@@ -136,7 +150,9 @@ class HubApp:
             case ["tag", name] if method in ("POST", "DELETE"):
                 return api_repos.tag(self, context, repo_type, repo_id, name)
             case ["commits", revision] if method == "GET":
-                return api_repos.list_commits(self, context, repo_type, repo_id, revision)
+                return api_repos.list_commits(
+                    self, context, repo_type, repo_id, revision
+                )
             case ["preupload", revision] if method == "POST":
                 return api_upload.preupload(self, context, repo_type, repo_id, revision)
             case ["commit", revision] if method == "POST":
@@ -146,17 +162,26 @@ class HubApp:
     # -- access rules ------------------------------------------------------
 
     def is_member(self, repo: Repo, username: str | None) -> bool:
-        """Return True when `username` owns the repo or belongs to the organization that owns it."""
-        return username is not None and self.accounts.can_write_namespace(username, repo.namespace)
+        """Return True when `username` owns the repo or is in its organization."""
+        return username is not None and self.accounts.can_write_namespace(
+            username, repo.namespace
+        )
 
     def find_repo(self, context: Context, repo_type: str, repo_id: str) -> Repo:
-        """Return a repo the requester may see; private repos of others do not exist for them."""
+        """Return a repo the requester may see.
+
+        Private repos of others raise the same RepoNotFound error as missing ones.
+        """
         repo = self.store.get(repo_type, repo_id)
-        if repo is None or (repo.settings.private and not self.is_member(repo, context.username)):
+        if repo is None or (
+            repo.settings.private and not self.is_member(repo, context.username)
+        ):
             raise repo_not_found(repo_type, repo_id, anonymous=context.identity is None)
         return repo
 
-    def find_writable_repo(self, context: Context, repo_type: str, repo_id: str) -> Repo:
+    def find_writable_repo(
+        self, context: Context, repo_type: str, repo_id: str
+    ) -> Repo:
         repo = self.find_repo(context, repo_type, repo_id)
         self.require_write(context, repo.namespace, f"{repo_type} {repo.id!r}")
         return repo
@@ -164,21 +189,25 @@ class HubApp:
     def require_write(self, context: Context, namespace: str, target: str) -> Identity:
         identity = context.identity
         if identity is None:
-            raise HubError(401, f"Authentication required to change {target}: pass a write token.")
+            raise HubError(
+                401, f"Authentication required to change {target}: pass a write token."
+            )
         if not identity.can_write:
             raise HubError(
                 403,
-                f"The token of {identity.user!r} is read-only and cannot change {target};"
-                " use a write token.",
+                f"The token of {identity.user!r} is read-only and cannot change"
+                f" {target}; use a write token.",
             )
         if not self.accounts.can_write_namespace(identity.user, namespace):
             raise HubError(
-                403, f"{identity.user!r} has no write access to {target} in namespace {namespace!r}."
+                403,
+                f"{identity.user!r} has no write access to {target} in namespace"
+                f" {namespace!r}.",
             )
         return identity
 
     def require_download(self, context: Context, repo: Repo) -> None:
-        """Raise the Hub's GatedRepo error unless the requester may read a gated repo's files."""
+        """Raise the Hub's GatedRepo error unless the requester may read the files."""
         if not repo.settings.gated:
             return
         username = context.username
@@ -189,13 +218,13 @@ class HubApp:
             return
         if username is None:
             message = (
-                f"Access to {repo.type} {repo.id} is restricted. You must have access to it"
-                " and be authenticated to access it. Please log in."
+                f"Access to {repo.type} {repo.id} is restricted. You must have access"
+                " to it and be authenticated to access it. Please log in."
             )
             raise HubError(401, message, error_code="GatedRepo")
         message = (
-            f"Access to {repo.type} {repo.id} is restricted and you are not in the authorized"
-            f" list. Ask the owner of {repo.id} for access."
+            f"Access to {repo.type} {repo.id} is restricted and you are not in the"
+            f" authorized list. Ask the owner of {repo.id} for access."
         )
         raise HubError(403, message, error_code="GatedRepo")
 
@@ -206,7 +235,7 @@ class HubApp:
         return f"{self.config.base_url}/{prefix}{repo_id}"
 
     def next_page_link(self, request: Request, cursor: int) -> str:
-        """Return a `Link` header value whose `next` URL repeats the query with a new cursor."""
+        """Return a `Link` header whose `next` URL has the query and a new cursor."""
         pairs = [
             (name, value)
             for name, values in request.query.items()

@@ -1,4 +1,4 @@
-"""Repo card metadata: reading the YAML block of a README and checking it as the Hub does."""
+"""Repo card metadata: read the YAML block of a README and check it as the Hub does."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from hubquant.testhub.naming import is_valid_repo_id
 
 # Same pattern as `huggingface_hub.repocard.REGEX_YAML_BLOCK` (2.4.0), so the
 # server and the client agree on where the metadata block ends.
-_YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
+_YAML_BLOCK = re.compile(
+    r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))"
+)
 
 # The Hub's own wording for a card without metadata.
 MISSING_METADATA_WARNING = "empty or missing yaml metadata in repo card"
@@ -29,7 +31,7 @@ class CardReport:
 
 
 def metadata_block(readme: str) -> str | None:
-    """Return the YAML text between the leading `---` lines, or None when there is none."""
+    """Return the YAML text between the leading `---` lines, or None without them."""
     match = _YAML_BLOCK.search(readme)
     return match.group(2) if match else None
 
@@ -57,7 +59,9 @@ def check_card(readme: str, repo_type: str) -> CardReport:
     try:
         data = yaml.safe_load(block)
     except yaml.YAMLError as error:
-        report.errors.append(f"Invalid YAML in the README.md metadata block: {_one_line(error)}")
+        report.errors.append(
+            f"Invalid YAML in the README.md metadata block: {_one_line(error)}"
+        )
         return report
     if data is None:
         report.warnings.append(MISSING_METADATA_WARNING)
@@ -75,12 +79,15 @@ def check_card(readme: str, repo_type: str) -> CardReport:
     _check_string_list(data, "datasets", report, allow_single=True)
     _check_string_list(data, "language", report, allow_single=True)
     if "library_name" in data and not isinstance(data["library_name"], str):
-        report.errors.append(f'"library_name" must be a string, got {data["library_name"]!r}.')
+        report.errors.append(
+            f'"library_name" must be a string, got {data["library_name"]!r}.'
+        )
     if repo_type == "model" and "pipeline_tag" in data:
         tag = data["pipeline_tag"]
         if not isinstance(tag, str) or tag not in PIPELINE_TAGS:
             report.errors.append(
-                f'"pipeline_tag" must be a task id the Hub knows (such as "text-generation"),'
+                '"pipeline_tag" must be a task id the Hub knows'
+                ' (such as "text-generation"),'
                 f" got {tag!r}."
             )
     return report
@@ -95,7 +102,8 @@ def _check_license(data: dict, repo_type: str, report: CardReport) -> None:
     for license_id in values:
         if not isinstance(license_id, str) or license_id not in LICENSE_IDS:
             report.errors.append(
-                f'"license" must be a license id the Hub knows (such as "apache-2.0" or "mit"),'
+                '"license" must be a license id the Hub knows'
+                ' (such as "apache-2.0" or "mit"),'
                 f' got {license_id!r}. For a custom license, use "other" with'
                 ' "license_name" and "license_link".'
             )
@@ -103,14 +111,14 @@ def _check_license(data: dict, repo_type: str, report: CardReport) -> None:
         name = data.get("license_name")
         if not isinstance(name, str) or not _LICENSE_NAME.match(name):
             report.errors.append(
-                '"license: other" needs "license_name", a lowercase id of letters, digits,'
-                f' dots and dashes, got {name!r}.'
+                '"license: other" needs "license_name", a lowercase id of letters,'
+                f" digits, dots and dashes, got {name!r}."
             )
         link = data.get("license_link")
         if not isinstance(link, str) or not link.strip():
             report.errors.append(
-                '"license: other" needs "license_link", a URL or a path to the license file'
-                f" in the repo, got {link!r}."
+                '"license: other" needs "license_link", a URL or a path to the license'
+                f" file in the repo, got {link!r}."
             )
 
 
@@ -121,27 +129,35 @@ def _check_base_model(data: dict, report: CardReport) -> None:
         for model in models:
             if not isinstance(model, str) or not is_valid_repo_id(model):
                 report.errors.append(
-                    f'"base_model" must be a model id such as "microsoft/phi-2", got {model!r}.'
+                    '"base_model" must be a model id such as "microsoft/phi-2",'
+                    f" got {model!r}."
                 )
     if "base_model_relation" in data:
         relation = data["base_model_relation"]
         if relation not in BASE_MODEL_RELATIONS:
             report.errors.append(
-                f'"base_model_relation" must be one of {", ".join(BASE_MODEL_RELATIONS)},'
+                '"base_model_relation" must be one of'
+                f" {', '.join(BASE_MODEL_RELATIONS)},"
                 f" got {relation!r}."
             )
         if "base_model" not in data:
-            report.errors.append('"base_model_relation" is set but "base_model" is missing.')
+            report.errors.append(
+                '"base_model_relation" is set but "base_model" is missing.'
+            )
 
 
-def _check_string_list(data: dict, key: str, report: CardReport, *, allow_single: bool) -> None:
+def _check_string_list(
+    data: dict, key: str, report: CardReport, *, allow_single: bool
+) -> None:
     if key not in data:
         return
     value = data[key]
     if allow_single and isinstance(value, str):
         return
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        expected = "a string or a list of strings" if allow_single else "a list of strings"
+        expected = (
+            "a string or a list of strings" if allow_single else "a list of strings"
+        )
         report.errors.append(f'"{key}" must be {expected}, got {value!r}.')
 
 

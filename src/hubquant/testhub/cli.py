@@ -18,16 +18,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a local Hugging Face Hub for tests until Ctrl-C or SIGTERM.",
     )
     parser.add_argument(
-        "--state", type=Path, required=True,
+        "--state",
+        type=Path,
+        required=True,
         help="folder that keeps repos, accounts and LFS objects across restarts",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument(
-        "--port", type=int, default=0, help="TCP port to bind; 0 picks a free one (default: 0)"
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
     )
     parser.add_argument(
-        "--accounts", type=Path,
-        help="JSON list of accounts ({name, kind, members, tokens}) to use instead of the defaults",
+        "--port",
+        type=int,
+        default=0,
+        help="TCP port to bind; 0 picks a free one (default: 0)",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=Path,
+        help=(
+            "JSON list of accounts ({name, kind, members, tokens}) to add in place"
+            " of the default accounts; accounts already in the state folder stay"
+        ),
     )
     return parser
 
@@ -35,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 def serve_main(argv: list[str] | None = None) -> int:
     """Run the server until interrupted; return the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     accounts = load_accounts_file(args.accounts) if args.accounts else None
     server = HubServer(args.state, host=args.host, port=args.port, accounts=accounts)
 
@@ -56,4 +69,3 @@ def serve_main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
         server.stop()
     return 0
-

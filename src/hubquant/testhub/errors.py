@@ -1,4 +1,4 @@
-"""Errors the test Hub answers with, carrying the headers the client maps to its exceptions."""
+"""Error responses of the test Hub, with the headers the client maps to exceptions."""
 
 from __future__ import annotations
 
@@ -29,27 +29,32 @@ class HubError(Exception):
 
 
 def repo_not_found(repo_type: str, repo_id: str, *, anonymous: bool) -> HubError:
-    # The Hub answers 401 to anonymous requests, so they cannot tell a private repo
+    # The Hub returns 401 to anonymous requests, so they cannot tell a private repo
     # from a missing one, and 404 to authenticated ones.
     return HubError(
         401 if anonymous else 404,
-        f"Repository not found: {repo_type} {repo_id!r} does not exist or you cannot access it.",
+        f"Repository not found: {repo_type} {repo_id!r} does not exist or you cannot"
+        " access it.",
         error_code="RepoNotFound",
     )
 
 
 def revision_not_found(repo_id: str, revision: str) -> HubError:
     return HubError(
-        404, f"Invalid rev id: {revision!r} is not a branch, tag or commit of {repo_id!r}.",
+        404,
+        f"Invalid rev id: {revision!r} is not a branch, tag or commit of {repo_id!r}.",
         error_code="RevisionNotFound",
     )
 
 
-def entry_not_found(repo_id: str, revision: str, path: str, *, commit: str | None = None) -> HubError:
+def entry_not_found(
+    repo_id: str, revision: str, path: str, *, commit: str | None = None
+) -> HubError:
     headers = {"X-Repo-Commit": commit} if commit else None
     return HubError(
         404,
-        f"Entry not found: {path!r} does not exist in {repo_id!r} at revision {revision!r}.",
+        f"Entry not found: {path!r} does not exist in {repo_id!r} at revision"
+        f" {revision!r}.",
         error_code="EntryNotFound",
         headers=headers,
     )

@@ -44,13 +44,18 @@ class FaultPlan:
         if times < 1:
             raise ValueError(f"times must be at least 1, got {times}.")
         if drop_connection and (status is not None or retry_after is not None):
-            raise ValueError("A dropped connection sends no response; do not set status or retry_after.")
+            raise ValueError(
+                "A dropped connection sends no response, so do not set status or"
+                " retry_after."
+            )
         if not drop_connection:
             if status is None:
                 # A Retry-After alone means rate limiting.
                 status = 429 if retry_after is not None else 500
             if not 400 <= status <= 599:
-                raise ValueError(f"An injected status must be 4xx or 5xx, got {status}.")
+                raise ValueError(
+                    f"An injected status must be 4xx or 5xx, got {status}."
+                )
         fault = Fault(
             pattern=re.compile(path_regex),
             method=method.upper() if method else None,

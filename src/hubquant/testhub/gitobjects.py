@@ -1,10 +1,10 @@
 """Git object ids, computed the way git computes them.
 
 The test Hub does not store a git repository, but it hands out the same ids the
-Hub does: blob ids are git blob SHA-1s (the client compares them with
-`huggingface_hub.utils.sha.git_hash`), LFS files are identified by the SHA-1 of
-their pointer file, folders by the SHA-1 of a git tree, and commits by the SHA-1
-of a git commit object.
+Hub does. Blob ids are git blob SHA-1s, which the client compares with
+`huggingface_hub.utils.sha.git_hash`. An LFS file is identified by the SHA-1 of
+its pointer file, a folder by the SHA-1 of a git tree, and a commit by the
+SHA-1 of a git commit object.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def blob_id(content: bytes) -> str:
 def lfs_pointer(sha256: str, size: int) -> bytes:
     """Return the Git LFS pointer file that git stores in place of an LFS object."""
     return (
-        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
+        "version https://git-lfs.github.com/spec/v1\n"
+        f"oid sha256:{sha256}\n"
+        f"size {size}\n"
     ).encode()
 
 
@@ -48,12 +50,16 @@ def tree_ids(file_blobs: Mapping[str, str]) -> dict[str, str]:
         children[parent][name] = ("100644", blob)
 
     ids: dict[str, str] = {}
-    # Deepest folders first, so each parent sees its subfolders' ids.
-    for folder in sorted(children, key=lambda item: item.count("/") + bool(item), reverse=True):
+    # Deepest folders first, so each parent has its subfolders' ids when hashed.
+    for folder in sorted(
+        children, key=lambda item: item.count("/") + bool(item), reverse=True
+    ):
         entries = children[folder]
         body = b"".join(
             mode.encode() + b" " + name.encode() + b"\0" + bytes.fromhex(object_id)
-            for name, (mode, object_id) in sorted(entries.items(), key=_git_tree_sort_key)
+            for name, (mode, object_id) in sorted(
+                entries.items(), key=_git_tree_sort_key
+            )
         )
         ids[folder] = git_object_id("tree", body)
         if folder:

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PendingUpload:
-    """An LFS object the batch endpoint handed out upload URLs for, not yet fully uploaded."""
+    """An LFS object with upload URLs from the batch endpoint, not uploaded yet."""
 
     upload_id: str
     repo: Repo
@@ -66,7 +66,9 @@ class LfsUploads:
         self._lock = threading.Lock()
         self._pending: dict[str, PendingUpload] = {}
 
-    def start(self, repo: Repo, oid: str, size: int, *, chunk_size: int | None) -> PendingUpload:
+    def start(
+        self, repo: Repo, oid: str, size: int, *, chunk_size: int | None
+    ) -> PendingUpload:
         """Open an upload session; multipart when `chunk_size` is given."""
         upload_id = uuid.uuid4().hex
         staged = self._staging / upload_id
@@ -82,7 +84,7 @@ class LfsUploads:
         return upload
 
     def receive_basic(self, upload_id: str, key: str, chunks: Iterable[bytes]) -> Repo:
-        """Store a single-part upload, check it, and move it into the repo's LFS store."""
+        """Store a single-part upload, check it, and add it to the repo's objects."""
         # The key stays valid until the upload succeeds, so the client can retry
         # a transfer that broke off.
         upload = self._claim(upload_id, "basic", key)
@@ -99,8 +101,10 @@ class LfsUploads:
         self._check_and_store(upload, digest.hexdigest(), received)
         return upload.repo
 
-    def receive_part(self, upload_id: str, part: int, key: str, chunks: Iterable[bytes]) -> str:
-        """Write one part at its offset and return its ETag (MD5, quoted, as S3 sends it)."""
+    def receive_part(
+        self, upload_id: str, part: int, key: str, chunks: Iterable[bytes]
+    ) -> str:
+        """Write one part at its offset and return its ETag (a quoted MD5, as S3)."""
         upload = self._claim(upload_id, str(part), key)
         expected = upload.part_size(part)
         digest = hashlib.md5()
@@ -112,7 +116,8 @@ class LfsUploads:
                 received += len(chunk)
                 if received > expected:
                     raise bad_request(
-                        f"Part {part} of LFS object {upload.oid} is larger than {expected} bytes."
+                        f"Part {part} of LFS object {upload.oid} is larger than"
+                        f" {expected} bytes."
                     )
                 digest.update(chunk)
                 file.write(chunk)
@@ -128,12 +133,13 @@ class LfsUploads:
         return etag
 
     def complete(self, upload_id: str, key: str, payload: dict) -> Repo:
-        """Check the parts' ETags, then the whole object's sha256 and size, and store it."""
+        """Check the parts' ETags, then the object's sha256 and size, and store it."""
         upload = self._claim(upload_id, "complete", key)
         parts = payload.get("parts")
         if payload.get("oid") != upload.oid:
             raise bad_request(
-                f"Completion is for oid {payload.get('oid')!r}, but this upload is {upload.oid}."
+                f"Completion is for oid {payload.get('oid')!r}, but this upload is"
+                f" {upload.oid}."
             )
         if not isinstance(parts, list) or len(parts) != upload.part_count:
             raise bad_request(
@@ -142,7 +148,9 @@ class LfsUploads:
             )
         for number, part in enumerate(parts, start=1):
             if not isinstance(part, dict) or part.get("partNumber") != number:
-                raise bad_request(f"Completion part {number} is missing or out of order: {part!r}.")
+                raise bad_request(
+                    f"Completion part {number} is missing or out of order: {part!r}."
+                )
             received = upload.part_etags.get(number)
             if received is None:
                 raise bad_request(f"Part {number} of {upload.oid} was never uploaded.")
@@ -164,11 +172,13 @@ class LfsUploads:
     def _claim(self, upload_id: str, name: str, key: str) -> PendingUpload:
         with self._lock:
             upload = self._pending.get(upload_id)
-            if upload is None or not secrets.compare_digest(upload.keys.get(name, ""), key):
+            if upload is None or not secrets.compare_digest(
+                upload.keys.get(name, ""), key
+            ):
                 raise HubError(
                     403,
-                    "Invalid or already used upload URL; request new URLs from the LFS batch"
-                    " endpoint.",
+                    "Invalid or already used upload URL. Request new URLs from the LFS"
+                    " batch endpoint.",
                 )
             return upload
 
@@ -176,9 +186,12 @@ class LfsUploads:
         if size != upload.size or sha256 != upload.oid:
             upload.staged.unlink(missing_ok=True)
             raise bad_request(
-                f"Uploaded content does not match LFS object {upload.oid} ({upload.size} bytes):"
+                f"Uploaded content does not match LFS object {upload.oid}"
+                f" ({upload.size} bytes):"
                 f" got sha256 {sha256} and {size} bytes."
             )
         with upload.repo.lock:
             upload.repo.add_lfs_object(upload.oid, upload.staged)
-        logger.debug("Stored LFS object %s (%d bytes) in %s", upload.oid, size, upload.repo.id)
+        logger.debug(
+            "Stored LFS object %s (%d bytes) in %s", upload.oid, size, upload.repo.id
+        )

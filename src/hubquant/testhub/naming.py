@@ -13,7 +13,9 @@ _REPO_PART = re.compile(r"\b[\w\-.]{1,96}\b", re.ASCII)
 REPO_TYPES = ("model", "dataset", "space")
 
 # Branch names: git's rules, reduced to the cases a test can hit.
-_BRANCH = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*\.lock$)(?!.*/$)[A-Za-z0-9._/-]{1,200}$")
+_BRANCH = re.compile(
+    r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*\.lock$)(?!.*/$)[A-Za-z0-9._/-]{1,200}$"
+)
 
 
 def is_valid_repo_name(name: str) -> bool:
@@ -26,7 +28,7 @@ def is_valid_repo_name(name: str) -> bool:
 
 
 def is_valid_repo_id(repo_id: str) -> bool:
-    """Return True when `repo_id` is `name` or `namespace/name` under the Hub's naming rules."""
+    """Return True when `repo_id` is a valid `name` or `namespace/name`."""
     parts = repo_id.split("/")
     if len(parts) > 2:
         return False
@@ -55,5 +57,5 @@ def invalid_path_reason(path: str) -> str | None:
 
 
 def stable_id(*parts: str) -> str:
-    """Return a 24-hex-digit id in the style of the Hub's `_id` fields, derived from `parts`."""
+    """Return a 24-hex-digit id like the Hub's `_id` fields, derived from `parts`."""
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:24]

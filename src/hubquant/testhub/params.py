@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def expand_param(request: Request) -> list[str] | None:
-    """Return the properties named by `expand=` (or `expand[]=`), or None when absent."""
+    """Return the properties named by `expand=` or `expand[]=`, or None when absent."""
     values = request.query.get("expand", []) + request.query.get("expand[]", [])
     return values or None
 
@@ -24,14 +24,16 @@ def int_param(request: Request, name: str) -> int | None:
     try:
         number = int(value)
     except ValueError:
-        raise bad_request(f"Invalid {name} {value!r}: expected a whole number.") from None
+        raise bad_request(
+            f"Invalid {name} {value!r}: expected a whole number."
+        ) from None
     if number < 0:
         raise bad_request(f"Invalid {name} {value!r}: expected a number of at least 0.")
     return number
 
 
 def page(items: list, request: Request, page_size: int) -> tuple[list, int | None]:
-    """Return the page the `cursor` parameter points at and the next cursor (None at the end)."""
+    """Return the page at the `cursor` parameter and the next cursor (or None)."""
     start = int_param(request, "cursor") or 0
     end = start + page_size
     return items[start:end], (end if end < len(items) else None)

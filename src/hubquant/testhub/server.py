@@ -51,7 +51,11 @@ class HubServer:
         else:
             for account in accounts:
                 self._accounts.add(account)
-        config = Config(base_url="", page_size=DEFAULT_PAGE_SIZE, lfs_chunk_size=DEFAULT_LFS_CHUNK_SIZE)
+        config = Config(
+            base_url="",
+            page_size=DEFAULT_PAGE_SIZE,
+            lfs_chunk_size=DEFAULT_LFS_CHUNK_SIZE,
+        )
         self._app = HubApp(self.state_dir, self._accounts, config)
         self.page_size = page_size
         self.lfs_chunk_size = lfs_chunk_size
@@ -64,7 +68,9 @@ class HubServer:
         """Bind the port and serve in a daemon thread. Returns self."""
         if self._httpd is not None:
             raise RuntimeError(f"The test Hub is already running at {self.url}.")
-        self._httpd = HubHTTPServer((self._host, self._port), self._app.handle, self._app.faults)
+        self._httpd = HubHTTPServer(
+            (self._host, self._port), self._app.handle, self._app.faults
+        )
         host, port = self._httpd.server_address[:2]
         self._app.config.base_url = f"http://{host}:{port}"
         self._thread = threading.Thread(
@@ -98,7 +104,7 @@ class HubServer:
 
     @property
     def url(self) -> str:
-        """The base URL, such as "http://127.0.0.1:54321"; pass it as `HfApi(endpoint=...)`."""
+        """Base URL such as "http://127.0.0.1:54321", for `HfApi(endpoint=...)`."""
         if self._httpd is None:
             raise RuntimeError("The test Hub is not running; call start() first.")
         return self._app.config.base_url
@@ -117,15 +123,21 @@ class HubServer:
         """Return a write (or read) token of `username`, creating one if it has none."""
         return self._accounts.token_for(username, write=write)
 
-    def grant_gated_access(self, repo_id: str, username: str, *, repo_type: str = "model") -> None:
+    def grant_gated_access(
+        self, repo_id: str, username: str, *, repo_type: str = "model"
+    ) -> None:
         """Let `username` download files of the gated repo `repo_id`."""
         repo = self._app.store.get(repo_type, repo_id)
         if repo is None:
             raise KeyError(f"No {repo_type} repo {repo_id!r} on the test Hub.")
         if self._accounts.get(username) is None:
-            raise KeyError(f"No account named {username!r}; add it with add_account first.")
+            raise KeyError(
+                f"No account named {username!r}; add it with add_account first."
+            )
         with repo.lock:
-            if username.lower() not in (name.lower() for name in repo.settings.gated_grants):
+            if username.lower() not in (
+                name.lower() for name in repo.settings.gated_grants
+            ):
                 repo.settings.gated_grants.append(username)
                 repo.save()
 
@@ -141,7 +153,7 @@ class HubServer:
         drop_connection: bool = False,
         times: int = 1,
     ) -> None:
-        """Fail the next `times` requests whose path (without query) matches `path_regex`.
+        """Fail the next `times` requests whose path (no query) matches `path_regex`.
 
         The failure is `status` (500 by default), a 429 with a `Retry-After` of
         `retry_after` seconds when only `retry_after` is given, or, with
@@ -188,5 +200,7 @@ class HubServer:
     @lfs_chunk_size.setter
     def lfs_chunk_size(self, value: int) -> None:
         if value < 1024:
-            raise ValueError(f"lfs_chunk_size must be at least 1024 bytes, got {value}.")
+            raise ValueError(
+                f"lfs_chunk_size must be at least 1024 bytes, got {value}."
+            )
         self._app.config.lfs_chunk_size = value

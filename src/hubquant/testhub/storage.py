@@ -1,4 +1,4 @@
-"""Repos, commits, blobs and LFS objects of the test Hub, persisted under a state folder.
+"""Repos, commits, blobs and LFS objects of the test Hub, kept in a state folder.
 
 Layout of ``<state>/repos/<type>s/<namespace>/<name>/`` (names lowercased, since
 the Hub treats repo ids case-insensitively):
@@ -26,7 +26,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from hubquant.testhub import gitobjects
-from hubquant.testhub.errors import HubError, entry_not_found, revision_not_found
+from hubquant.testhub.errors import (
+    HubError,
+    entry_not_found,
+    repo_not_found,
+    revision_not_found,
+)
 from hubquant.testhub.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from hubquant.testhub.uploadrules import DEFAULT_GITATTRIBUTES
 
@@ -84,7 +89,9 @@ class FileEntry:
 
     @classmethod
     def from_json(cls, data: dict) -> FileEntry:
-        return cls(data["blob"], data["size"], data.get("lfsOid"), data.get("pointerSize"))
+        return cls(
+            data["blob"], data["size"], data.get("lfsOid"), data.get("pointerSize")
+        )
 
     @classmethod
     def regular(cls, content: bytes) -> FileEntry:
@@ -121,7 +128,9 @@ class Commit:
             "message": self.message,
             "authors": list(self.authors),
             "date": format_date(self.date),
-            "files": {path: entry.to_json() for path, entry in sorted(self.files.items())},
+            "files": {
+                path: entry.to_json() for path, entry in sorted(self.files.items())
+            },
         }
 
     @classmethod
@@ -134,7 +143,10 @@ class Commit:
             message=data["message"],
             authors=tuple(data["authors"]),
             date=parse_date(data["date"]),
-            files={path: FileEntry.from_json(entry) for path, entry in data["files"].items()},
+            files={
+                path: FileEntry.from_json(entry)
+                for path, entry in data["files"].items()
+            },
         )
 
 
@@ -206,6 +218,9 @@ class Repo:
         self.path = path
         self.settings = settings
         self.lock = threading.RLock()
+        # Set by RepoStore.delete, so a request that found the repo before the
+        # deletion cannot write it back to disk.
+        self.deleted = False
         self._commit_cache: dict[str, Commit] = {}
 
     @property
@@ -221,7 +236,12 @@ class Repo:
         return self.settings.id.split("/")[0]
 
     def save(self) -> None:
+        self._check_not_deleted()
         write_json_atomic(self.path / "repo.json", self.settings.to_json())
+
+    def _check_not_deleted(self) -> None:
+        if self.deleted:
+            raise repo_not_found(self.type, self.id, anonymous=False)
 
     # -- commits -----------------------------------------------------------
 
@@ -229,7 +249,9 @@ class Repo:
         cached = self._commit_cache.get(commit_id)
         if cached is not None:
             return cached
-        commit = Commit.from_json(read_json(self.path / "commits" / f"{commit_id}.json"))
+        commit = Commit.from_json(
+            read_json(self.path / "commits" / f"{commit_id}.json")
+        )
         self._commit_cache[commit_id] = commit
         return commit
 
@@ -248,7 +270,9 @@ class Repo:
             if name in self.settings.tags and not revision.startswith("refs/heads/"):
                 return self.settings.tags[name]
             lowered = revision.lower()
-            if 7 <= len(lowered) <= 40 and all(char in "0123456789abcdef" for char in lowered):
+            if 7 <= len(lowered) <= 40 and all(
+                char in "0123456789abcdef" for char in lowered
+            ):
                 matches = [
                     item.stem
                     for item in (self.path / "commits").glob(f"{lowered}*.json")
@@ -283,6 +307,7 @@ class Repo:
         the commit is rejected with 412 as the Hub does.
         """
         with self.lock:
+            self._check_not_deleted()
             head = self.settings.branches.get(branch)
             if head is None:
                 raise revision_not_found(self.id, branch)
@@ -322,12 +347,20 @@ class Repo:
         author: str,
     ) -> Commit:
         date = utc_now()
-        tree = gitobjects.tree_ids({path: entry.blob for path, entry in files.items()})[""]
+        tree = gitobjects.tree_ids({path: entry.blob for path, entry in files.items()})[
+            ""
+        ]
         commit_id = gitobjects.commit_id(
-            tree=tree, parents=list(parents), author=author, date=date, title=title,
+            tree=tree,
+            parents=list(parents),
+            author=author,
+            date=date,
+            title=title,
             message=message,
         )
-        commit = Commit(commit_id, tree, parents, title, message, (author,), date, files)
+        commit = Commit(
+            commit_id, tree, parents, title, message, (author,), date, files
+        )
         target = self.path / "commits" / f"{commit_id}.json"
         write_bytes_atomic(target, json.dumps(commit.to_json(), indent=1).encode())
         self._commit_cache[commit_id] = commit
@@ -345,7 +378,9 @@ class Repo:
     def delete_branch(self, branch: str) -> None:
         with self.lock:
             if branch == DEFAULT_BRANCH:
-                raise HubError(403, f"The default branch {DEFAULT_BRANCH!r} cannot be deleted.")
+                raise HubError(
+                    403, f"The default branch {DEFAULT_BRANCH!r} cannot be deleted."
+                )
             if branch not in self.settings.branches:
                 raise revision_not_found(self.id, branch)
             del self.settings.branches[branch]
@@ -394,6 +429,7 @@ class Repo:
 
     def add_lfs_object(self, oid: str, staged: Path) -> None:
         """Move a verified upload into the repo's LFS store."""
+        self._check_not_deleted()
         target = self.lfs_path(oid)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, target)
@@ -405,27 +441,32 @@ class Repo:
         return self.blob_path(entry.blob)
 
     def read_text_file(self, commit: Commit, path: str) -> str | None:
-        """Return a small regular file's text at `commit`, or None when it is missing or LFS."""
+        """Return a regular file's text at `commit`, or None if it is missing or LFS."""
         entry = commit.files.get(path)
         if entry is None or entry.lfs_oid is not None:
             return None
         return self.read_blob(entry.blob).decode("utf-8", errors="replace")
 
 
-def _apply(operation: CommitOperation, files: dict[str, FileEntry], repo_id: str, branch: str) -> None:
+def _apply(
+    operation: CommitOperation, files: dict[str, FileEntry], repo_id: str, branch: str
+) -> None:
     if isinstance(operation, AddFile):
         # A file cannot replace a folder or sit below a file.
         prefix = operation.path + "/"
         if any(existing.startswith(prefix) for existing in files):
             raise HubError(
-                400, f"Cannot add file {operation.path!r}: a folder with this name exists."
+                400,
+                f"Cannot add file {operation.path!r}: a folder with this name exists.",
             )
         parts = operation.path.split("/")
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
             if parent in files:
                 raise HubError(
-                    400, f"Cannot add file {operation.path!r}: {parent!r} is a file, not a folder."
+                    400,
+                    f"Cannot add file {operation.path!r}: {parent!r} is a file,"
+                    " not a folder.",
                 )
         files[operation.path] = operation.entry
     elif isinstance(operation, DeleteFile):
@@ -433,7 +474,8 @@ def _apply(operation: CommitOperation, files: dict[str, FileEntry], repo_id: str
             error = entry_not_found(repo_id, branch, operation.path)
             # The client looks for this sentence to hint at file/folder confusion.
             error.message = (
-                f"A file with this name doesn't exist: {operation.path!r} in {repo_id!r}"
+                "A file with this name doesn't exist:"
+                f" {operation.path!r} in {repo_id!r}"
                 f" at {branch!r}."
             )
             raise error
@@ -444,7 +486,8 @@ def _apply(operation: CommitOperation, files: dict[str, FileEntry], repo_id: str
         if not doomed:
             error = entry_not_found(repo_id, branch, operation.path)
             error.message = (
-                f"A folder with this name doesn't exist: {operation.path!r} in {repo_id!r}"
+                "A folder with this name doesn't exist:"
+                f" {operation.path!r} in {repo_id!r}"
                 f" at {branch!r}."
             )
             raise error
@@ -456,7 +499,9 @@ class RepoExistsError(HubError):
     """409 for a repo that exists; the handler adds the repo's `url` to the body."""
 
     def __init__(self, repo: Repo) -> None:
-        super().__init__(409, f"You already created this {repo.type} repo: {repo.id!r}.")
+        super().__init__(
+            409, f"You already created this {repo.type} repo: {repo.id!r}."
+        )
         self.repo = repo
 
 
@@ -485,7 +530,13 @@ class RepoStore:
             return [repo for repo in self._repos.values() if repo.type == repo_type]
 
     def create(
-        self, repo_type: str, repo_id: str, *, private: bool, author: str, sdk: str | None
+        self,
+        repo_type: str,
+        repo_id: str,
+        *,
+        private: bool,
+        author: str,
+        sdk: str | None,
     ) -> Repo:
         """Create a repo with its initial commit. Raises 409 when it exists."""
         with self._lock:
@@ -496,7 +547,10 @@ class RepoStore:
             path = self._root / f"{repo_type}s" / namespace / name
             shutil.rmtree(path, ignore_errors=True)
             settings = RepoSettings(
-                id=repo_id, type=repo_type, private=private, created_at=format_date(utc_now()),
+                id=repo_id,
+                type=repo_type,
+                private=private,
+                created_at=format_date(utc_now()),
                 sdk=sdk,
             )
             repo = Repo(path, settings)
@@ -508,8 +562,9 @@ class RepoStore:
     def delete(self, repo: Repo) -> None:
         with self._lock, repo.lock:
             self._repos.pop(_key(repo.type, repo.id), None)
+            repo.deleted = True
             self._trash.mkdir(parents=True, exist_ok=True)
-            # Move first, so a new repo of the same name never sees old files.
+            # Move first, so a new repo of the same name never finds old files.
             moved = self._trash / uuid.uuid4().hex
             os.replace(repo.path, moved)
         shutil.rmtree(moved, ignore_errors=True)

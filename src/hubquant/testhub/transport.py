@@ -1,4 +1,4 @@
-"""HTTP plumbing of the test Hub: request bodies, responses, keep-alive and injected faults."""
+"""HTTP plumbing of the test Hub: bodies, responses, keep-alive and injected faults."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ _COPY_BLOCK = 1024 * 1024
 
 
 class BodyReader:
-    """The request body, from a Content-Length or chunked stream. A second read returns nothing."""
+    """The request body, from a Content-Length or chunked stream.
+
+    A second read returns nothing.
+    """
 
     def __init__(self, stream, headers: Message) -> None:
         self._stream = stream
@@ -40,7 +43,9 @@ class BodyReader:
             while self._remaining > 0:
                 block = self._stream.read(min(_COPY_BLOCK, self._remaining))
                 if not block:
-                    raise ConnectionError("Client closed the connection in the middle of the body.")
+                    raise ConnectionError(
+                        "Client closed the connection in the middle of the body."
+                    )
                 self._remaining -= len(block)
                 yield block
         self._done = True
@@ -55,10 +60,14 @@ class BodyReader:
         try:
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise HubError(400, f"Invalid JSON in the request body: {error}.") from error
+            raise HubError(
+                400, f"Invalid JSON in the request body: {error}."
+            ) from error
 
     def form(self) -> dict[str, list[str]]:
-        return parse_qs(self.read().decode("utf-8", errors="replace"), keep_blank_values=True)
+        return parse_qs(
+            self.read().decode("utf-8", errors="replace"), keep_blank_values=True
+        )
 
     def lines(self) -> Iterator[bytes]:
         """Yield the body line by line without holding all of it."""
@@ -78,7 +87,9 @@ class BodyReader:
         while True:
             size_line = self._stream.readline(1024)
             if not size_line:
-                raise ConnectionError("Client closed the connection in the middle of a chunk.")
+                raise ConnectionError(
+                    "Client closed the connection in the middle of a chunk."
+                )
             size = int(size_line.split(b";")[0].strip() or b"0", 16)
             if size == 0:
                 # Skip optional trailers up to the blank line.
@@ -89,7 +100,9 @@ class BodyReader:
             while remaining > 0:
                 block = self._stream.read(min(_COPY_BLOCK, remaining))
                 if not block:
-                    raise ConnectionError("Client closed the connection in the middle of a chunk.")
+                    raise ConnectionError(
+                        "Client closed the connection in the middle of a chunk."
+                    )
                 remaining -= len(block)
                 yield block
             self._stream.readline(1024)
@@ -121,9 +134,14 @@ class Response:
     file_range: tuple[int, int] | None = None
 
     @classmethod
-    def json(cls, data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    def json(
+        cls, data: object, status: int = 200, headers: dict[str, str] | None = None
+    ) -> Response:
         body = json.dumps(data, default=str).encode()
-        all_headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        all_headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            **(headers or {}),
+        }
         return cls(status, all_headers, body)
 
     @classmethod
@@ -140,11 +158,13 @@ Handler = Callable[[Request], Response]
 
 
 class HubHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that can close its open keep-alive connections on stop."""
+    """A threading HTTP server that can close its keep-alive connections on stop."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], app_handler: Handler, faults: FaultPlan) -> None:
+    def __init__(
+        self, address: tuple[str, int], app_handler: Handler, faults: FaultPlan
+    ) -> None:
         self.app_handler = app_handler
         self.faults = faults
         self.requests_log: list[tuple[str, str, int | None]] = []
@@ -173,7 +193,7 @@ class HubHTTPServer(ThreadingHTTPServer):
                 self._connections.discard(connection)
 
     def close_connections(self) -> None:
-        """Close idle and busy keep-alive connections, so no thread serves a stopped server."""
+        """Close idle and busy connections, so no thread serves a stopped server."""
         with self._connections_lock:
             connections = list(self._connections)
             self._connections.clear()
@@ -225,24 +245,41 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         body = BodyReader(self.rfile, self.headers)
         request = Request(
-            self.command, path, parse_qs(query, keep_blank_values=True), self.headers, body
+            self.command,
+            path,
+            parse_qs(query, keep_blank_values=True),
+            self.headers,
+            body,
         )
 
         fault = self.server.faults.take(self.command, path)
         if fault is not None:
             body.drain()
             if fault.drop_connection:
-                logger.info("Injected fault: dropping the connection of %s %s", self.command, path)
+                logger.info(
+                    "Injected fault: dropping the connection of %s %s",
+                    self.command,
+                    path,
+                )
                 self.server.record(self.command, path, None)
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            logger.info("Injected fault: responding to %s %s with %s", self.command, path, fault.status)
+            logger.info(
+                "Injected fault: responding to %s %s with %s",
+                self.command,
+                path,
+                fault.status,
+            )
             headers = {}
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
             response = Response.error(
-                HubError(fault.status, f"Injected fault: status {fault.status}.", headers=headers)
+                HubError(
+                    fault.status,
+                    f"Injected fault: status {fault.status}.",
+                    headers=headers,
+                )
             )
         else:
             try:
@@ -256,7 +293,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 return
             except Exception:
                 logger.exception("Test Hub failed on %s %s", self.command, path)
-                response = Response.error(HubError(500, "Internal error in the test Hub; see its log."))
+                response = Response.error(
+                    HubError(500, "Internal error in the test Hub; see its log.")
+                )
             try:
                 body.drain()
             except ConnectionError:

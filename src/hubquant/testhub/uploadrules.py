@@ -1,4 +1,4 @@
-"""How the test Hub decides between LFS and regular uploads, and which files git ignores."""
+"""Upload rules of the test Hub: LFS or regular upload, and which files git ignores."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import re
 # over 10 MiB.
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 
-# Suffixes always stored through LFS, whatever `.gitattributes` says, so model
-# weights never end up in git: the default `.gitattributes` below misses GGUF and
+# Suffixes always stored through LFS, whatever `.gitattributes` contains, so model
+# weights never end up in git. The default `.gitattributes` below misses GGUF and
 # ONNX external-data files.
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".onnx", ".onnx.data", ".onnx_data")
 
@@ -79,7 +79,10 @@ def choose_upload_mode(path: str, size: int, sample: bytes, gitattributes: str) 
 
 
 def lfs_tracked(path: str, gitattributes: str) -> bool:
-    """Whether `.gitattributes` content sets `filter=lfs` on `path` (the last matching line wins)."""
+    """Return True when `.gitattributes` content sets `filter=lfs` on `path`.
+
+    As in git, the last line that matches and names the attribute wins.
+    """
     filter_value: str | None = None
     for line in gitattributes.splitlines():
         fields = line.strip().split()
@@ -97,7 +100,7 @@ def lfs_tracked(path: str, gitattributes: str) -> bool:
 
 
 def gitignored(path: str, gitignore: str) -> bool:
-    """Whether `.gitignore` content ignores `path`.
+    """Return True when `.gitignore` content ignores `path`.
 
     Supports comments, `!` negation, a trailing `/` for folders only, a leading
     or inner `/` anchoring the pattern to the repo root, and `*`, `?`, `[...]`

@@ -1,4 +1,4 @@
-"""JSON shapes of repos, files and commits, with the field names `huggingface_hub` reads.
+"""JSON of repos, files and commits, with the field names `huggingface_hub` reads.
 
 Field names follow the dataclasses of `huggingface_hub.hf_api` (2.4.0):
 `ModelInfo`, `DatasetInfo`, `SpaceInfo`, `RepoSibling`, `RepoFile`,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+
 from hubquant.testhub.cardcheck import card_data
 from hubquant.testhub.gitobjects import tree_ids
 from hubquant.testhub.naming import stable_id
@@ -17,8 +18,17 @@ from hubquant.testhub.storage import Commit, FileEntry, Repo, format_date
 # Properties of a listing entry without `full`, `expand` or `cardData`, as the
 # Hub returns them for /api/models.
 _LIST_FIELDS = (
-    "_id", "id", "likes", "trendingScore", "private", "downloads", "tags",
-    "pipeline_tag", "library_name", "createdAt", "modelId",
+    "_id",
+    "id",
+    "likes",
+    "trendingScore",
+    "private",
+    "downloads",
+    "tags",
+    "pipeline_tag",
+    "library_name",
+    "createdAt",
+    "modelId",
 )
 _FULL_EXTRA_FIELDS = ("author", "sha", "lastModified", "gated", "disabled", "siblings")
 
@@ -38,7 +48,10 @@ def repo_info(
     `fields` keeps only those properties, plus `_id` and `id`, as `expand=` does.
     """
     card = _card(repo, commit)
-    siblings = [_sibling(path, entry, with_blobs) for path, entry in sorted(commit.files.items())]
+    siblings = [
+        _sibling(path, entry, with_blobs)
+        for path, entry in sorted(commit.files.items())
+    ]
     data: dict = {
         "_id": object_id(repo),
         "id": repo.id,
@@ -69,20 +82,32 @@ def repo_info(
             data["config"] = config
     elif repo.type == "space":
         data["sdk"] = repo.settings.sdk
-        data["runtime"] = {"stage": "NO_APP_FILE", "hardware": {"current": None, "requested": None}}
+        data["runtime"] = {
+            "stage": "NO_APP_FILE",
+            "hardware": {"current": None, "requested": None},
+        }
     if fields is not None:
-        data = {key: value for key, value in data.items() if key in ("_id", "id", *fields)}
+        data = {
+            key: value for key, value in data.items() if key in ("_id", "id", *fields)
+        }
     return data
 
 
 def list_entry(
-    repo: Repo, commit: Commit, *, full: bool, with_card: bool,
-    with_config: bool, fields: list[str] | None,
+    repo: Repo,
+    commit: Commit,
+    *,
+    full: bool,
+    with_card: bool,
+    with_config: bool,
+    fields: list[str] | None,
 ) -> dict:
     """Return one item of /api/models (or datasets, spaces) as the Hub shapes it."""
     info = repo_info(repo, commit)
     if fields is not None:
-        return {key: value for key, value in info.items() if key in ("_id", "id", *fields)}
+        return {
+            key: value for key, value in info.items() if key in ("_id", "id", *fields)
+        }
     keep = set(_LIST_FIELDS)
     if full:
         keep.update(_FULL_EXTRA_FIELDS)
@@ -92,7 +117,9 @@ def list_entry(
         keep.add("config")
     entry = {key: value for key, value in info.items() if key in keep}
     if "siblings" in entry:
-        entry["siblings"] = [{"rfilename": sibling["rfilename"]} for sibling in entry["siblings"]]
+        entry["siblings"] = [
+            {"rfilename": sibling["rfilename"]} for sibling in entry["siblings"]
+        ]
     return entry
 
 
@@ -101,7 +128,11 @@ def file_entry(
 ) -> dict:
     data: dict = {"type": "file", "oid": entry.blob, "size": entry.size, "path": path}
     if entry.lfs_oid is not None:
-        data["lfs"] = {"oid": entry.lfs_oid, "size": entry.size, "pointerSize": entry.pointer_size}
+        data["lfs"] = {
+            "oid": entry.lfs_oid,
+            "size": entry.size,
+            "pointerSize": entry.pointer_size,
+        }
     if expand:
         data["lastCommit"] = last_commit(repo, commit, path)
         data["securityFileStatus"] = {
@@ -113,7 +144,12 @@ def file_entry(
 
 
 def folder_entry(repo: Repo, commit: Commit, path: str, *, expand: bool) -> dict:
-    data: dict = {"type": "directory", "oid": folder_ids(commit)[path], "size": 0, "path": path}
+    data: dict = {
+        "type": "directory",
+        "oid": folder_ids(commit)[path],
+        "size": 0,
+        "path": path,
+    }
     if expand:
         data["lastCommit"] = last_commit(repo, commit, path)
     return data
@@ -124,13 +160,17 @@ def folder_ids(commit: Commit) -> dict[str, str]:
 
 
 def last_commit(repo: Repo, commit: Commit, path: str) -> dict:
-    """Return the newest commit, at or before `commit`, that changed `path` (a file or folder)."""
+    """Return the newest commit, up to `commit`, that changed a file or folder."""
 
     def state(candidate: Commit) -> object:
         if path in candidate.files:
             return candidate.files[path]
         prefix = path + "/"
-        return sorted((key, value) for key, value in candidate.files.items() if key.startswith(prefix))
+        return sorted(
+            (key, value)
+            for key, value in candidate.files.items()
+            if key.startswith(prefix)
+        )
 
     newest = commit
     current = state(commit)
@@ -194,7 +234,7 @@ def _json_file(repo: Repo, commit: Commit, path: str) -> dict | None:
 
 
 def _tags(repo: Repo, commit: Commit, card: dict | None) -> list[str]:
-    """Tags as the Hub computes them: card tags plus library, files, license and base models."""
+    """Return the tags the Hub derives from the card, the files and the license."""
     tags: list[str] = []
     card = card or {}
     card_tags = card.get("tags")
