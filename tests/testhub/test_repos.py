@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from hubquant.testhub import Account
@@ -173,3 +173,16 @@ def test_add_org_account(hub, repo_name):
 def test_account_rejects_org_tokens():
     with pytest.raises(ValueError, match="cannot own tokens"):
         Account("some-org", kind="org", tokens={"hf_x": "write"})
+
+
+def test_repo_without_namespace_not_found(hub, alice, tmp_path):
+    with pytest.raises(RepositoryNotFoundError):
+        alice.model_info("gpt2")
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download(
+            "gpt2",
+            "config.json",
+            endpoint=hub.url,
+            token=alice.token,
+            cache_dir=tmp_path,
+        )

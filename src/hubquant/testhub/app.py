@@ -104,6 +104,8 @@ class HubApp:
             return api_files.resolve(
                 self, context, repo_type, repo_id, segments[3], "/".join(segments[4:])
             )
+        if len(segments) >= 2 and segments[1] == "resolve":
+            raise _canonical_repo(context, repo_type, segments[0])
         raise _no_route(context.request)
 
     def _route_api(self, context: Context, segments: list[str]) -> Response:
@@ -119,6 +121,8 @@ class HubApp:
                 return api_repos.validate_yaml(self, context)
             case [plural] if plural in _PLURAL_TYPES and method == "GET":
                 return api_repos.list_repos(self, context, _PLURAL_TYPES[plural])
+            case [plural, name] if plural in _PLURAL_TYPES:
+                raise _canonical_repo(context, _PLURAL_TYPES[plural], name)
             case [plural, namespace, name, *rest] if plural in _PLURAL_TYPES:
                 repo_type = _PLURAL_TYPES[plural]
                 return self._route_repo_api(
@@ -245,6 +249,11 @@ class HubApp:
         pairs.append(("cursor", str(cursor)))
         url = f"{self.config.base_url}{request.path}?{urlencode(pairs)}"
         return f'<{url}>; rel="next"'
+
+
+def _canonical_repo(context: Context, repo_type: str, name: str) -> HubError:
+    # Repos without a namespace (such as "gpt2") exist only on the real Hub.
+    return repo_not_found(repo_type, name, anonymous=context.identity is None)
 
 
 def _no_route(request: Request) -> HubError:

@@ -24,6 +24,10 @@ class HubServer:
     `accounts=None` adds the accounts of `default_accounts()` that the folder
     does not have yet; a list adds or replaces exactly those accounts.
 
+    A gated repo ("auto" or "manual") serves its files only to its owner, the
+    owner's organization and users given `grant_gated_access`: the server has no
+    flow for requesting access.
+
     `page_size` sets the entries per page of paginated listings, and
     `lfs_chunk_size` the part size of multipart LFS uploads (objects larger
     than one part are uploaded in parts). Both can be changed while running.

@@ -285,6 +285,13 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             try:
                 response = self.server.app_handler(request)
             except HubError as error:
+                logger.info(
+                    "%s %s failed with %d: %s",
+                    self.command,
+                    path,
+                    error.status,
+                    error.message,
+                )
                 response = Response.error(error)
             except ConnectionError:
                 logger.info("Client left in the middle of %s %s", self.command, path)
