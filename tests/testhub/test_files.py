@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
+import struct
 from pathlib import Path
 
 import httpx2
@@ -392,3 +395,28 @@ def test_copy_files_in_repo(alice, uploaded, model_folder):
     original = siblings["model.safetensors"]
     assert siblings["backup/model.safetensors"].lfs.sha256 == original.lfs.sha256
     assert siblings["backup/config.json"].blob_id == siblings["config.json"].blob_id
+
+
+def safetensors_bytes(tensors: dict[str, tuple[int, ...]]) -> bytes:
+    """Build a float32 safetensors file of zeros with the given tensor shapes."""
+    header, offset = {}, 0
+    for name, shape in tensors.items():
+        size = 4 * math.prod(shape)
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + b"\0" * offset
+
+
+def test_safetensors_metadata_by_range(alice, repo_id):
+    content = safetensors_bytes({"embed.weight": (64, 32), "lm_head.weight": (64, 32)})
+    alice.upload_file(
+        path_or_fileobj=content, path_in_repo="model.safetensors", repo_id=repo_id
+    )
+    metadata = alice.get_safetensors_metadata(repo_id)
+    assert metadata.sharded is False
+    assert metadata.parameter_count == {"F32": 2 * 64 * 32}

@@ -21,11 +21,14 @@ class HubServer:
 
     Everything (accounts, repos, commits, LFS objects, settings, gated grants)
     lives under `state_dir`, so a new server on the same folder finds it again.
+    NOTE: run one server per folder at a time, because the locks that keep
+    concurrent commits apart live in this process.
+
     `accounts=None` adds the accounts of `default_accounts()` that the folder
     does not have yet; a list adds or replaces exactly those accounts.
 
     A gated repo ("auto" or "manual") serves its files only to its owner, the
-    owner's organization and users given `grant_gated_access`: the server has no
+    owner's organization and users given `grant_gated_access`. The server has no
     flow for requesting access.
 
     `page_size` sets the entries per page of paginated listings, and
