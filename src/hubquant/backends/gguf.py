@@ -274,7 +274,12 @@ class GgufBackend:
             report.skip("logits against transformers", "the reference run was skipped")
             check_metadata(report, intermediate, context)
             return report
-        evaluation = self._evaluate(toolchain, intermediate["path"], context, work / "eval-intermediate", None)
+        try:
+            evaluation = self._evaluate(toolchain, intermediate["path"], context, work / "eval-intermediate", None)
+        except ToolchainError as error:
+            report.add("loads and runs in llama.cpp", False, str(error))
+            check_metadata(report, intermediate, context)
+            return report
         intermediate["logits"] = {p["id"]: p["logits_path"] for p in evaluation["prompts"]}
         check_metadata(report, intermediate, context, evaluation=evaluation)
         check_runtime_against_source(
@@ -298,7 +303,7 @@ class GgufBackend:
                 check_quantized(report, evaluation, limits.kl_mean_limit, limits.top1_min)
             check_stops(report, toolchain, described["path"], context)
         except ToolchainError as error:
-            report.add("runtime", False, str(error))
+            report.add("loads and runs in llama.cpp", False, str(error))
         return report
 
     def validate_copy_of_intermediate(self, context, toolchain, described: dict, release: Release) -> ValidationReport:
@@ -313,7 +318,7 @@ class GgufBackend:
         try:
             check_stops(report, toolchain, described["path"], context)
         except ToolchainError as error:
-            report.add("runtime", False, str(error))
+            report.add("loads and runs in llama.cpp", False, str(error))
         return report
 
     def _build_target(self, context, toolchain, release: Release, target: Target, intermediate: dict, work: Path, model_name: str) -> None:

@@ -315,17 +315,17 @@ def split(request: dict) -> dict:
     for index, group in enumerate(groups):
         part = source.parent / f"{stem}-{index + 1:05d}-of-{count:05d}.gguf"
         writer = gguf.GGUFWriter(str(part), arch, use_temp_file=False)
-        writer.kv_data[0].clear()
         if index == 0:
             _copy_metadata(reader, writer)
         writer.add_uint16(gguf.Keys.Split.LLM_KV_SPLIT_NO, index)
         writer.add_uint16(gguf.Keys.Split.LLM_KV_SPLIT_COUNT, count)
         writer.add_int32(gguf.Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT, len(reader.tensors))
         for tensor in group:
+            data = np.asarray(tensor.data)
             writer.add_tensor_info(
                 tensor.name,
-                _raw_shape(tensor),
-                np.uint8,
+                list(data.shape),
+                data.dtype,
                 int(tensor.n_bytes),
                 raw_dtype=tensor.tensor_type,
             )
@@ -339,12 +339,6 @@ def split(request: dict) -> dict:
     del reader
     source.unlink()
     return {"parts": parts}
-
-
-def _raw_shape(tensor) -> list[int]:
-    # GGUFReader reports shapes innermost-first; the writer wants numpy order
-    # (outermost-first) in bytes for quantized types, so hand it the data's shape.
-    return list(np.asarray(tensor.data).shape)
 
 
 def _copy_metadata(reader, writer) -> None:
