@@ -35,29 +35,31 @@ class GgufType:
 
 # Nominal sizes are those llama-quantize prints for a 7B Llama in the pinned release.
 # The KL and top-1 limits are pass/fail bounds for the comparison with the
-# unquantized conversion; they were set from measurements on the tiny random Phi
-# models of the test suite (see docs/benchmarks.md) with a wide margin, so that
-# they catch broken files rather than grade quality.
+# unquantized conversion. They were set at about three times the KL (and well
+# below the top-1 agreement) measured on the tiny random Phi-3 model of the test
+# suite, whose untrained layers amplify quantization noise far more than a
+# trained model's: they catch broken files (inf, NaN, corrupted tensors), they do
+# not grade quality. Measured values for every type are in docs/benchmarks.md.
 GGUF_TYPES = {
     t.name: t
     for t in [
-        GgufType("F32", 32.0, 1e-4, 0.99),
+        GgufType("F32", 32.0, 1e-3, 0.98),
         GgufType("BF16", 16.0, 5e-3, 0.95),
         GgufType("F16", 16.0, 5e-3, 0.95),
-        GgufType("Q8_0", 8.5, 0.02, 0.90),
-        GgufType("Q6_K", 6.56, 0.05, 0.80),
-        GgufType("Q5_K_M", 5.7, 0.10, 0.70),
-        GgufType("Q5_K_S", 5.54, 0.10, 0.70),
-        GgufType("Q5_0", 5.5, 0.10, 0.70),
-        GgufType("Q4_K_M", 4.89, 0.25, 0.55),
-        GgufType("Q4_K_S", 4.58, 0.25, 0.55),
-        GgufType("Q4_0", 4.5, 0.25, 0.55),
-        GgufType("IQ4_XS", 4.25, 0.25, 0.55),
-        GgufType("IQ4_NL", 4.5, 0.25, 0.55),
-        GgufType("Q3_K_L", 4.27, 0.6, 0.35),
-        GgufType("Q3_K_M", 3.91, 0.6, 0.35),
-        GgufType("Q3_K_S", 3.5, 0.8, 0.30),
-        GgufType("Q2_K", 3.0, 1.5, 0.20),
+        GgufType("Q8_0", 8.5, 0.03, 0.70),
+        GgufType("Q6_K", 6.56, 0.15, 0.55),
+        GgufType("Q5_K_M", 5.7, 0.4, 0.45),
+        GgufType("Q5_K_S", 5.54, 0.4, 0.45),
+        GgufType("Q5_0", 5.5, 0.4, 0.45),
+        GgufType("Q4_K_M", 4.89, 1.0, 0.35),
+        GgufType("Q4_K_S", 4.58, 1.0, 0.35),
+        GgufType("Q4_0", 4.5, 1.5, 0.25),
+        GgufType("IQ4_XS", 4.25, 1.5, 0.30),
+        GgufType("IQ4_NL", 4.5, 1.5, 0.25),
+        GgufType("Q3_K_L", 4.27, 2.5, 0.15),
+        GgufType("Q3_K_M", 3.91, 2.5, 0.15),
+        GgufType("Q3_K_S", 3.5, 2.5, 0.15),
+        GgufType("Q2_K", 3.0, 8.0, 0.02),
     ]
 }
 UNQUANTIZED = ("F32", "F16", "BF16")
@@ -76,9 +78,10 @@ ARCHITECTURES = frozenset(
 SOURCE_DTYPE_TO_GGUF = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
 # Max |logit difference| between the unquantized conversion and transformers in
-# float32, by intermediate type. FINDINGS-style measurements on tiny random Phi-3
-# models gave 0.006 (F32), 0.012 (F16) and 0.08 (BF16); the limits leave room.
-SOURCE_LOGIT_LIMITS = {"F32": 0.02, "F16": 0.05, "BF16": 0.2}
+# float32, by intermediate type, for logits with a std of about 4. The BF16
+# conversion of the tiny Phi-3 test model measured 0.12 (llama.cpp rounds the
+# activations to bf16 for bf16 weights); F32 and F16 measured under 0.02.
+SOURCE_LOGIT_LIMITS = {"F32": 0.05, "F16": 0.1, "BF16": 0.4}
 SOURCE_TOP1_MIN = 0.95
 
 
@@ -171,10 +174,10 @@ class GgufBackend:
             "gguf",
             {
                 "op": "convert",
-                "source_dir": str(source.path),
+                "source_dir": str(self._converter_input(source, work)),
                 "out_file": str(out_file),
                 "outtype": outtype,
-                "model_name": source.model_name,
+                "model_name": gguf_model_name(source.path, source.model_name, source.architecture),
             },
             on_event=_progress_forwarder(context),
         ).data
@@ -201,6 +204,32 @@ class GgufBackend:
             toolchain, "gguf", {"op": "inspect", "file": str(patched)}
         ).data
         return {"path": patched, "type": outtype, "overrides": overrides, **description}
+
+    def _converter_input(self, source, work: Path) -> Path:
+        """Return the folder the converter reads, with config.json gaps filled.
+
+        llama.cpp's Phi-3 and PhiMoE converters require
+        ``original_max_position_embeddings``, which configs without rope scaling
+        (such as Phi-tiny-MoE's) omit; without scaling it equals
+        ``max_position_embeddings``. The source folder itself is never changed.
+        """
+        import json
+
+        config = dict(source.config)
+        scaling = config.get("rope_scaling") or {}
+        if "original_max_position_embeddings" in config or scaling.get("long_factor"):
+            return source.path
+        if source.architecture not in ("Phi3ForCausalLM", "PhiMoEForCausalLM"):
+            return source.path
+        config["original_max_position_embeddings"] = config.get("max_position_embeddings", 4096)
+        shadow = work / "converter-input"
+        shutil.rmtree(shadow, ignore_errors=True)
+        shadow.mkdir(parents=True)
+        for entry in source.path.iterdir():
+            if entry.name != "config.json":
+                (shadow / entry.name).symlink_to(entry.resolve())
+        (shadow / "config.json").write_text(json.dumps(config, indent=2))
+        return shadow
 
     def _eog_overrides(self, metadata: dict, context: BuildContext) -> dict:
         """Map source EOS ids that llama.cpp would not stop on to its EOT/EOM keys.
@@ -420,6 +449,29 @@ class GgufBackend:
             extra_tags=extra_tags,
         )
         return render_card("gguf.md.j2", context)
+
+
+def gguf_model_name(folder: Path, model_name: str, architecture: str) -> str:
+    """Return the ``general.name`` to write, keeping Phi-3 chat tokenization right.
+
+    llama.cpp (b11312, llama-vocab.cpp) gives special tokens the right-strip
+    attribute that Phi-3's tokenizer.json declares only when ``general.name``
+    contains "phi3" or "phi-3". A Phi-3 fine-tune under another name would
+    tokenize chat prompts differently from transformers, so such a name gets a
+    "(Phi-3)" suffix.
+    """
+    lowered = model_name.lower()
+    if architecture != "Phi3ForCausalLM" or "phi3" in lowered or "phi-3" in lowered:
+        return model_name
+    import json
+
+    tokenizer_file = folder / "tokenizer.json"
+    if not (folder / "tokenizer.model").is_file() or not tokenizer_file.is_file():
+        return model_name
+    added = json.loads(tokenizer_file.read_text()).get("added_tokens", [])
+    if any(token.get("special") and token.get("rstrip") for token in added):
+        return f"{model_name} (Phi-3)"
+    return model_name
 
 
 def _progress_forwarder(context: BuildContext):

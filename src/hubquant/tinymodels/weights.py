@@ -18,6 +18,7 @@ TensorKind = Literal["weight", "norm", "bias"]
 # Standard deviation of the random weights and biases: small enough that the
 # activations and logits of a 2-layer model stay far from overflow.
 WEIGHT_STD = 0.02
+OUTPUT_LOGIT_STD = 4.0
 EXTREME_WEIGHT_INDEX = (0, 0)
 
 
@@ -146,13 +147,23 @@ def random_tensor(spec: TensorSpec, seed: int) -> np.ndarray:
 
     The generator is keyed by ``seed`` and the tensor name, so a tensor's
     values do not depend on which other tensors exist or on shard layout.
-    Weights and biases are normal with std WEIGHT_STD; norm weights are
-    1 + normal(0, WEIGHT_STD), so a converter that drops or shifts them
-    changes the output.
+    Linear weights have std 1/sqrt(fan_in), so every layer changes the
+    residual stream. The token embedding and the output projection have std
+    OUTPUT_LOGIT_STD/sqrt(hidden): after the final norm the logits then have a
+    std of about OUTPUT_LOGIT_STD, so next-token distributions are peaked and
+    KL divergence and top-1 agreement measure something. Biases are normal
+    with std WEIGHT_STD; norm weights are 1 + normal(0, WEIGHT_STD), so a
+    converter that drops or shifts them changes the output.
     """
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode("utf-8"))])
     values = rng.standard_normal(spec.shape, dtype=np.float32)
-    values *= np.float32(WEIGHT_STD)
     if spec.kind == "norm":
+        values *= np.float32(WEIGHT_STD)
         values += np.float32(1.0)
+    elif spec.kind == "bias" or len(spec.shape) < 2:
+        values *= np.float32(WEIGHT_STD)
+    elif spec.name.endswith(("embed_tokens.weight", "lm_head.weight")):
+        values *= np.float32(OUTPUT_LOGIT_STD / np.sqrt(spec.shape[-1]))
+    else:
+        values *= np.float32(1.0 / np.sqrt(spec.shape[-1]))
     return values
