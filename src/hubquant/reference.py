@@ -6,7 +6,7 @@ continuations, so a conversion bug shows up as a measured difference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubquant import toolchains
@@ -35,6 +35,7 @@ class ReferencePrompt:
     input_ids: list[int]
     logits_path: str
     continuation: list[int]
+    continuation_margins: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -69,10 +69,15 @@ IMATRIX_TYPES = (
     "IQ3_S", "IQ3_M", "Q2_K_S",
 )  # fmt: skip
 
-# Architectures whose llama.cpp converter and runtime this project has tested.
+# Architectures whose llama.cpp conversion the test suite validates against
+# transformers. PhiMoEForCausalLM is left out: llama.cpp b11312 converts it, but
+# its logits differ from transformers' (max difference 14.7, top-1 agreement 13%
+# on the tiny Phi-tiny-MoE model), which points at the expert routing.
+# NOTE: Llama, Mistral and Qwen2 are listed because llama.cpp supports them;
+# only the Phi family is exercised by the tests.
 ARCHITECTURES = frozenset(
-    {"Phi3ForCausalLM", "PhiForCausalLM", "PhiMoEForCausalLM", "LlamaForCausalLM",
-     "MistralForCausalLM", "Qwen2ForCausalLM"}
+    {"Phi3ForCausalLM", "PhiForCausalLM", "LlamaForCausalLM", "MistralForCausalLM",
+     "Qwen2ForCausalLM"}
 )  # fmt: skip
 
 SOURCE_DTYPE_TO_GGUF = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}

@@ -109,8 +109,13 @@ class QuantizeLog:
                 sys.stderr.write(line + "\n")
 
 
-_FALLBACK = re.compile(r"tensor cols (\d+) x (\d+) are not divisible by (\d+)")
-_FALLBACK_NAME = re.compile(r"using fallback quantization (\w+)")
+# llama.cpp b11312 logs, per tensor that needs it:
+#   "blk.0.ffn_down.weight - ncols 640 not divisible by 256 (required for type q4_K)
+#    -> falling back to q5_0"
+_FALLBACK = re.compile(
+    r"(\S+)\s+- ncols\s+(\d+) not divisible by (\d+) \(required for type\s+(\w+)\)"
+    r" -> falling back to\s+(\w+)"
+)
 
 
 def quantize(request: dict) -> dict:
@@ -179,27 +184,18 @@ def _kv_overrides(llama_cpp, values: dict):
 
 
 def _parse_fallbacks(lines: list[str]) -> list[dict]:
-    """Find tensors that the quantizer stored in another type than requested.
-
-    llama.cpp logs ``tensor cols C x R are not divisible by B, required for TYPE -
-    using fallback quantization TYPE2`` on the line of the tensor it is quantizing,
-    whose name it printed just before.
-    """
+    """Find tensors that the quantizer stored in another type than requested."""
     fallbacks = []
-    current = None
     for line in lines:
-        named = re.search(r"\[\s*\d+/\s*\d+\]\s+(\S+)\s+-", line)
-        if named:
-            current = named.group(1)
         match = _FALLBACK.search(line)
         if match:
-            target = _FALLBACK_NAME.search(line)
             fallbacks.append(
                 {
-                    "tensor": current,
-                    "columns": int(match.group(1)),
+                    "tensor": match.group(1),
+                    "columns": int(match.group(2)),
                     "block": int(match.group(3)),
-                    "type": target.group(1).upper() if target else "unknown",
+                    "requested": match.group(4).upper(),
+                    "type": match.group(5).upper(),
                 }
             )
     return fallbacks

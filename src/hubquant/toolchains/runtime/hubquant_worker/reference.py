@@ -50,6 +50,23 @@ def encode_prompt(tokenizer, prompt: dict) -> tuple[str, list[int]]:
     return text, list(ids)
 
 
+def _continuation_margins(model, sequence, prompt_length: int, steps: int) -> list[float]:
+    """Return, for each greedy step, the gap between the top two logits.
+
+    A backend whose greedy token differs only where this gap is within its
+    logit tolerance has met a near tie, not a conversion error.
+    """
+    import torch
+
+    if steps == 0:
+        return []
+    with torch.no_grad():
+        logits = model(sequence).logits[0].float()
+    chosen = logits[prompt_length - 1 : prompt_length - 1 + steps]
+    top = torch.topk(chosen, 2, dim=-1).values
+    return (top[:, 0] - top[:, 1]).tolist()
+
+
 def handle(request: dict) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -80,6 +97,8 @@ def handle(request: dict) -> dict:
                 eos_token_id=eos_ids or None,
                 pad_token_id=eos_ids[0] if eos_ids else 0,
             )
+        continuation = generated[0, len(ids) :].tolist()
+        margins = _continuation_margins(model, generated, len(ids), len(continuation))
         logits_path = out_dir / f"{prompt['id']}.logits.npy"
         np.save(logits_path, logits.astype(np.float32))
         results.append(
@@ -88,7 +107,8 @@ def handle(request: dict) -> dict:
                 "text": text,
                 "input_ids": ids,
                 "logits_path": str(logits_path),
-                "continuation": generated[0, len(ids) :].tolist(),
+                "continuation": continuation,
+                "continuation_margins": margins,
             }
         )
 
