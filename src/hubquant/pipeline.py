@@ -21,7 +21,6 @@ from huggingface_hub import HfApi
 
 from hubquant import __version__
 from hubquant.backends import Backend, BuildContext, Release, get_backend
-from hubquant.cards_context import card_context
 from hubquant.errors import HubquantError, PublishError, ResourceError, SourceError, UsageError
 from hubquant.progress import DOWNLOADING, PUBLISHING, Reporter
 from hubquant.publish import MANIFEST, HubPublisher, LocalPublisher, RepoPlan, plan_repo, visibility_for
@@ -287,7 +286,7 @@ def _run_release(api: HfApi, request: JobRequest, reporter: Reporter, source: Lo
     def on_artifact(release: Release, artifact) -> None:
         reporter.step(f"{release.repo_name} {artifact.target}", PUBLISHING)
         for path in artifact.files:
-            publisher.add_file(path)
+            publisher.add_file(path, path_in_repo=artifact.path_in_repo(path))
 
     reference = _reference(source, work_root, reporter)
     context = BuildContext(
@@ -377,7 +376,8 @@ def _card_and_manifest(request: JobRequest, source: LocalSource, release: Releas
         "date": date,
         "tool_versions": release.facts.get("tool_versions", {}),
     }
-    context = card_context(
+    backend = get_backend(release.backend)
+    context = backend.card_context(
         repo_id=publisher.repo_id,
         source=source,
         release=release,
@@ -387,7 +387,6 @@ def _card_and_manifest(request: JobRequest, source: LocalSource, release: Releas
         date=date,
         endpoint=request.endpoint,
     )
-    backend = get_backend(release.backend)
     return backend.render_card(release, context), manifest
 
 

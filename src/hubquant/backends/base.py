@@ -24,10 +24,16 @@ class Artifact:
     bits_per_weight: float
     validation: ValidationReport
     facts: dict = field(default_factory=dict)
+    # Files are published at their path relative to ``root`` (for per-variant
+    # folders such as ONNX's ``cpu-int4-.../``), or at the repo root when None.
+    root: Path | None = None
+
+    def path_in_repo(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix() if self.root else path.name
 
     @property
     def published_names(self) -> list[str]:
-        return [path.name for path in self.files]
+        return [self.path_in_repo(path) for path in self.files]
 
 
 @dataclass
@@ -70,5 +76,9 @@ class Backend(Protocol):
     def estimate_bytes(self, parameters: int, target: Target) -> int: ...
 
     def build(self, context: BuildContext, release: Release) -> None: ...
+
+    def card_context(self, **facts) -> dict:
+        """Build the template context from the release facts (see cards_context)."""
+        ...
 
     def render_card(self, release: Release, context: dict) -> str: ...

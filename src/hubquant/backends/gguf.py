@@ -437,6 +437,11 @@ class GgufBackend:
                 f"({F16_MAX:g}), which would become inf; choose BF16 or F32 instead of F16"
             )
 
+    def card_context(self, **facts) -> dict:
+        from hubquant.cards_context import card_context
+
+        return card_context(**facts)
+
     def render_card(self, release: Release, context: dict) -> str:
         from hubquant.cards import card_metadata, render_card
 
