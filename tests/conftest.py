@@ -18,9 +18,15 @@ os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hubquant-tests-hf-home
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
 
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
+from huggingface_hub import HfApi  # noqa: E402
 
 from hubquant import toolchains  # noqa: E402
+from hubquant.testhub import HubServer  # noqa: E402
+from hubquant.tinymodels import build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +39,31 @@ def reference_toolchain() -> toolchains.Toolchain:
 def gguf_toolchain() -> toolchains.Toolchain:
     """The llama.cpp toolchain (converter, quantizer and runtime)."""
     return toolchains.ensure("gguf")
+
+
+# A local Hub and tiny models, shared by the job tests of every backend.
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    server = HubServer(tmp_path_factory.mktemp("hub")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def alice(hub) -> HfApi:
+    return HfApi(endpoint=hub.url, token=hub.token_for("alice"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Build a tiny model once per (name, options) and return its folder."""
+    cache: dict[str, Path] = {}
+    root = tmp_path_factory.mktemp("tiny-models")
+
+    def build(name: str, **options) -> Path:
+        key = json.dumps([name, options], sort_keys=True)
+        if key not in cache:
+            cache[key] = build_tiny_model(name, root / f"{name}-{len(cache)}", **options)
+        return cache[key]
+
+    return build

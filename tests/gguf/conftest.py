@@ -3,43 +3,11 @@ releases built once per test run and checked by many tests."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-from huggingface_hub import HfApi
 
-from hubquant.testhub import HubServer
-from hubquant.tinymodels import build_tiny_model, publish_tiny_model
+from hubquant.tinymodels import publish_tiny_model
 
 from gguf_helpers import run_cli
-
-
-@pytest.fixture(scope="session")
-def hub(tmp_path_factory):
-    server = HubServer(tmp_path_factory.mktemp("gguf-hub")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def alice(hub) -> HfApi:
-    return HfApi(endpoint=hub.url, token=hub.token_for("alice"))
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """Build a tiny model once per (name, options) and return its folder."""
-    cache: dict[str, Path] = {}
-    root = tmp_path_factory.mktemp("tiny-models")
-
-    def build(name: str, **options) -> Path:
-        key = json.dumps([name, options], sort_keys=True)
-        if key not in cache:
-            cache[key] = build_tiny_model(name, root / f"{name}-{len(cache)}", **options)
-        return cache[key]
-
-    return build
 
 
 @pytest.fixture(scope="session")
