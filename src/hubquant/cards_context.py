@@ -105,7 +105,7 @@ def card_context(
         for key in item["hardware"]:
             if key not in hardware_keys:
                 hardware_keys.append(key)
-    eos_ids = sorted(set(_config_eos(source)))
+    eos_ids = sorted(set(config_eos_ids(source)))
     llama_cpp = release.facts.get("llama_cpp", {})
     repo_url = f"{endpoint}/{source.repo_id}" if source.repo_id else None
     return {
@@ -157,7 +157,8 @@ def card_context(
     }
 
 
-def _config_eos(source: LocalSource) -> list[int]:
+def config_eos_ids(source: LocalSource) -> list[int]:
+    """Return the EOS ids that config.json and generation_config.json declare."""
     ids: list[int] = []
     for name in ("config.json", "generation_config.json"):
         path = source.path / name

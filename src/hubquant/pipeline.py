@@ -64,6 +64,9 @@ class JobRequest:
     work_dir: Path | None = None
     threads: int = 0
     command: str = ""
+    # Only benchmarks turn this off, to time conversion alone; the CLI has no
+    # flag for it, so every published artifact is validated.
+    validate: bool = True
 
 
 @dataclass
@@ -288,7 +291,7 @@ def _run_release(api: HfApi, request: JobRequest, reporter: Reporter, source: Lo
         for path in artifact.files:
             publisher.add_file(path, path_in_repo=artifact.path_in_repo(path))
 
-    reference = _reference(source, work_root, reporter)
+    reference = _reference(source, work_root, reporter) if request.validate else None
     context = BuildContext(
         source=source,
         reference=reference,
@@ -298,6 +301,7 @@ def _run_release(api: HfApi, request: JobRequest, reporter: Reporter, source: Lo
         force=request.force,
         on_artifact=on_artifact,
         threads=request.threads,
+        validate=request.validate,
     )
     try:
         backend.build(context, release)

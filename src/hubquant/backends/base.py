@@ -60,6 +60,7 @@ class BuildContext:
     force: bool = False
     on_artifact: Callable[[Release, Artifact], None] | None = None
     threads: int = 0
+    validate: bool = True
 
 
 class Backend(Protocol):

@@ -149,7 +149,11 @@ class GgufBackend:
                 self._fail(context, release, target, str(error))
             return
 
-        source_report = self.validate_unquantized(context, toolchain, intermediate, work)
+        if context.validate:
+            source_report = self.validate_unquantized(context, toolchain, intermediate, work)
+        else:
+            source_report = ValidationReport()
+            source_report.skip("validation", "turned off for a benchmark run")
         release.facts["reference_validation"] = source_report.to_dict()
         if not source_report.passed and not context.force:
             reason = f"the unquantized conversion failed validation: {source_report.summary()}"
@@ -244,9 +248,9 @@ class GgufBackend:
         generation_config also lists ``<|assistant|>`` (32001), which none of those
         cover, so a GGUF would run past it without this.
         """
-        reference = context.reference
-        if reference is None:
-            return {}
+        from hubquant.cards_context import config_eos_ids
+
+        eos_ids = sorted(set(config_eos_ids(context.source)))
         declared = {
             metadata.get("tokenizer.ggml.eos_token_id"),
             metadata.get("tokenizer.ggml.eot_token_id"),
@@ -258,7 +262,7 @@ class GgufBackend:
             if metadata.get(key) is None
         ]
         overrides = {}
-        for token in reference.eos_ids:
+        for token in eos_ids:
             if token in declared or token in self._eog_by_text(context, token):
                 continue
             if not free_keys:
@@ -305,7 +309,7 @@ class GgufBackend:
 
         report = ValidationReport()
         if context.reference is None:
-            report.skip("logits against transformers", "the reference run was skipped")
+            report.skip("logits against transformers", "the transformers reference run was skipped for lack of memory; the file was checked with a memory-mapped llama.cpp run only")
             check_metadata(report, intermediate, context)
             return report
         try:
@@ -329,7 +333,7 @@ class GgufBackend:
         limits = GGUF_TYPES[type_name]
         try:
             if context.reference is None:
-                report.skip("runtime comparison", "the reference run was skipped")
+                report.skip("runtime comparison", "the transformers reference run was skipped for lack of memory; the file was checked with a memory-mapped llama.cpp run only")
                 check_metadata(report, described, context)
             else:
                 evaluation = self._evaluate(toolchain, described["path"], context, work / f"eval-{type_name}", intermediate_logits)
@@ -386,7 +390,10 @@ class GgufBackend:
 
         context.reporter.step(key, VALIDATING)
         described = {**description, "path": out_path}
-        if type_name == intermediate["type"]:
+        if not context.validate:
+            report = ValidationReport()
+            report.skip("validation", "turned off for a benchmark run")
+        elif type_name == intermediate["type"]:
             report = self.validate_copy_of_intermediate(context, toolchain, described, release)
         else:
             report = self.validate_quantized(context, toolchain, described, type_name, intermediate.get("logits", {}), work)

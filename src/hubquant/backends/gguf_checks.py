@@ -144,14 +144,16 @@ def check_quantized(report: ValidationReport, evaluation: dict, kl_limit: float,
 
 def check_stops(report: ValidationReport, toolchain, path, context) -> None:
     """Force each EOS id with a logit bias; generation must end right there."""
-    reference = context.reference
-    if reference is None or not reference.eos_ids:
+    from hubquant.cards_context import config_eos_ids
+
+    eos_ids = sorted(set(config_eos_ids(context.source)))
+    if not eos_ids:
         report.skip("generation stops at EOS", "the source declares no EOS ids")
         return
     outcomes = toolchains.run_step(
         toolchain,
         "gguf",
-        {"op": "forced_stop", "file": str(path), "eos_ids": reference.eos_ids, "prompt": STOP_PROMPT},
+        {"op": "forced_stop", "file": str(path), "eos_ids": eos_ids, "prompt": STOP_PROMPT},
     ).data["outcomes"]
     running_on = [o["id"] for o in outcomes if o["finish_reason"] != "stop" or o["generated_tokens"] > 1]
     report.add(
