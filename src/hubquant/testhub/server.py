@@ -9,6 +9,7 @@ from pathlib import Path
 from hubquant.testhub.accounts import Account, AccountStore, default_accounts
 from hubquant.testhub.app import Config, HubApp
 from hubquant.testhub.transport import HubHTTPServer
+from hubquant.testhub.webhooks import Webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class HubServer:
             lfs_chunk_size=DEFAULT_LFS_CHUNK_SIZE,
         )
         self._app = HubApp(self.state_dir, self._accounts, config)
+        # Webhooks wrap the app's handler: they serve /api/settings/webhooks and
+        # send events after successful repo changes.
+        self._webhooks = Webhooks(self.state_dir, self._app)
         self.page_size = page_size
         self.lfs_chunk_size = lfs_chunk_size
         self._httpd: HubHTTPServer | None = None
@@ -76,7 +80,7 @@ class HubServer:
         if self._httpd is not None:
             raise RuntimeError(f"The test Hub is already running at {self.url}.")
         self._httpd = HubHTTPServer(
-            (self._host, self._port), self._app.handle, self._app.faults
+            (self._host, self._port), self._webhooks.handle, self._app.faults
         )
         host, port = self._httpd.server_address[:2]
         self._app.config.base_url = f"http://{host}:{port}"
@@ -97,6 +101,7 @@ class HubServer:
         self._httpd.shutdown()
         self._httpd.close_connections()
         self._httpd.server_close()
+        self._webhooks.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
         logger.info("Test Hub at %s stopped", self._app.config.base_url)
@@ -149,6 +154,11 @@ class HubServer:
                 repo.save()
 
     # -- test controls -------------------------------------------------------
+
+    @property
+    def webhooks(self) -> Webhooks:
+        """Registered webhooks, their delivery log and delivery settings."""
+        return self._webhooks
 
     def inject_fault(
         self,
