@@ -6,9 +6,11 @@ import logging
 import threading
 from pathlib import Path
 
+from hubquant.testhub import pages
 from hubquant.testhub.accounts import Account, AccountStore, default_accounts
 from hubquant.testhub.app import Config, HubApp
-from hubquant.testhub.transport import HubHTTPServer
+from hubquant.testhub.oauth import OAuthClient, OAuthProvider
+from hubquant.testhub.transport import HubHTTPServer, Request, Response
 from hubquant.testhub.webhooks import Webhooks
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,9 @@ class HubServer:
     A gated repo ("auto" or "manual") serves its files only to its owner, the
     owner's organization and users given `grant_gated_access`. The server has no
     flow for requesting access.
+
+    The server is also the OAuth/OpenID provider a Space signs in with: see
+    `register_oauth_app` and `hubquant.testhub.oauth`.
 
     `page_size` sets the entries per page of paginated listings, and
     `lfs_chunk_size` the part size of multipart LFS uploads (objects larger
@@ -68,6 +73,9 @@ class HubServer:
         # Webhooks wrap the app's handler: they serve /api/settings/webhooks and
         # send events after successful repo changes.
         self._webhooks = Webhooks(self.state_dir, self._app)
+        self._oauth = OAuthProvider(
+            self.state_dir / "oauth.json", self._accounts, lambda: self._app.config.base_url
+        )
         self.page_size = page_size
         self.lfs_chunk_size = lfs_chunk_size
         self._httpd: HubHTTPServer | None = None
@@ -80,7 +88,7 @@ class HubServer:
         if self._httpd is not None:
             raise RuntimeError(f"The test Hub is already running at {self.url}.")
         self._httpd = HubHTTPServer(
-            (self._host, self._port), self._webhooks.handle, self._app.faults
+            (self._host, self._port), self._handle, self._app.faults
         )
         host, port = self._httpd.server_address[:2]
         self._app.config.base_url = f"http://{host}:{port}"
@@ -107,6 +115,15 @@ class HubServer:
         logger.info("Test Hub at %s stopped", self._app.config.base_url)
         self._httpd = None
         self._thread = None
+
+    def _handle(self, request: Request) -> Response:
+        # OAuth paths come first: the token endpoint authenticates clients with
+        # Basic credentials, which the Hub API would reject as an invalid token.
+        # Then the HTML repo pages, which only browsers request.
+        response = self._oauth.handle(request)
+        if response is None:
+            response = pages.handle(self._app, request, self._oauth.browser_user(request))
+        return response if response is not None else self._webhooks.handle(request)
 
     def __enter__(self) -> HubServer:
         return self.start()
@@ -152,6 +169,18 @@ class HubServer:
             ):
                 repo.settings.gated_grants.append(username)
                 repo.save()
+
+    def register_oauth_app(
+        self, name: str, redirect_uris: list[str], scopes: list[str]
+    ) -> OAuthClient:
+        """Create an OAuth app, as the Hub does for a Space with ``hf_oauth: true``.
+
+        `redirect_uris` are matched without their query, and `scopes` are the
+        Space's ``hf_oauth_scopes`` (``openid`` and ``profile`` are added). A Space
+        reads the result from ``OAUTH_CLIENT_ID``, ``OAUTH_CLIENT_SECRET`` and
+        ``OAUTH_SCOPES``, and the provider from ``OPENID_PROVIDER_URL`` (`url`).
+        """
+        return self._oauth.register_client(name, redirect_uris, scopes)
 
     # -- test controls -------------------------------------------------------
 
