@@ -50,6 +50,11 @@ def _register() -> None:
     main.add_command(hub.hub)
     main.add_command(demo.demo)
 
+    from hubquant.cli import bot
+
+    main.add_command(bot.bot)
+    main.add_command(bot.watch)
+
 
 _register()
 
