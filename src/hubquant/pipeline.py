@@ -1,9 +1,9 @@
 """The main job: one source revision, one download, many targets, validated releases.
 
 The recipe, in order: pin the source to a sha, check it, plan the release repos,
-download once, compute reference outputs once, build each backend's artifacts
-(uploading each validated file as soon as it is ready), render the card, and
-commit each release in a single commit.
+download once and compute reference outputs once. Then each backend builds its
+artifacts, uploading each validated file as soon as it is ready, and each release
+gets its card and lands in a single commit.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ HUB_FILE_LIMIT = 50 * 1000**3  # the Hub rejects single files over 50 GB
 
 @dataclass
 class JobRequest:
-    """What the user asked for; the CLI, the Space and the bot all build one."""
+    """A user's request for one job, built by the CLI, the Space and the bot alike."""
 
     source: str
     targets: list[str]
@@ -335,7 +335,7 @@ def _run_release(api: HfApi, request: JobRequest, reporter: Reporter, source: Lo
 
 
 def _reference(source: LocalSource, work_root: Path, reporter: Reporter):
-    # transformers holds the model in float32 next to a few activations.
+    # transformers keeps the model in float32, plus a few activations.
     needed = source.parameters * 4 * 1.5 + 1.5e9
     available = available_memory()
     if available is not None and needed > available:
