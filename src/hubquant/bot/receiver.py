@@ -84,8 +84,9 @@ def create_app(config: BotConfig, queue: JobQueue):
 
         specs, reasons = match_rules(config.rules, event)
         if not specs:
-            log.info("delivery of webhook %s (%s on %s) matched no rule: %s",
-                     event.webhook_id, event.name, event.repo_id, "; ".join(reasons))
+            log.info("delivery of webhook %s (%s on %s) matched no rule: %s [%.1f ms]",
+                     event.webhook_id, event.name, event.repo_id, "; ".join(reasons),
+                     (time.perf_counter() - started) * 1000)
             return JSONResponse({"status": "ignored", "reasons": reasons})
 
         submitted = await run_in_threadpool(lambda: [queue.submit(spec) for spec in specs])
