@@ -8,8 +8,10 @@ from hubquant.errors import UsageError
 
 def _registry() -> dict[str, Backend]:
     from hubquant.backends.gguf import GgufBackend
+    from hubquant.backends.onnx import OnnxBackend
 
     backends: list[Backend] = [GgufBackend()]
+    backends.append(OnnxBackend())
     return {backend.name: backend for backend in backends}
 
 

@@ -19,6 +19,7 @@ from hubquant.toolchains.setup import (
 
 TOOLCHAINS: dict[str, ToolchainSpec] = {
     "reference": ToolchainSpec("reference", "reference.txt"),
+    "onnx": ToolchainSpec("onnx", "onnx.txt"),
     "gguf": ToolchainSpec(
         "gguf",
         "gguf.txt",
