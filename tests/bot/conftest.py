@@ -184,7 +184,7 @@ def processes(bot_hub, tmp_path):
 
 
 def start_receiver(processes: Processes, config: Path) -> str:
-    """Start `hubquant bot serve` and return its URL once /healthz answers."""
+    """Start `hubquant bot serve` and return its URL once /healthz responds."""
     import httpx
 
     port = free_port()

@@ -110,8 +110,8 @@ def test_burst_queues_right_jobs(bot_hub, redis_url, redis_namespace, processes,
     assert all(job.status == QUEUED for job in jobs)
     assert queue.broker.do_qsize("jobs") == 120
 
-    # Client-side: from sending the request to reading the answer, on a new connection each.
-    # Server-side: the time the receiver logs for each delivery, from the headers to the answer.
+    # Client-side: from sending the request to reading the response, on a new connection each.
+    # Server-side: the time the receiver logs for each delivery, from the headers to the response.
     latencies = sorted(seconds * 1000 for *_, seconds in results)
     handled = sorted(float(ms) for ms in re.findall(r"\[([0-9.]+) ms\]", processes.log_of(processes.started[0][0])))
     assert len(handled) == 200

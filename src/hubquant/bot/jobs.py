@@ -1,4 +1,4 @@
-"""Jobs of the bot: what a delivery asks for, and the record a queue keeps of it.
+"""Jobs of the bot: the work a delivery requests, and the record a queue keeps of it.
 
 A job is identified by its source, the source commit, the targets and the
 namespace it publishes to. Two deliveries that ask for the same four things are
@@ -24,7 +24,7 @@ FINISHED = (DONE, FAILED, SKIPPED)
 
 @dataclass(frozen=True)
 class JobSpec:
-    """The work a rule asks for: quantize `source` at `sha` to `targets`."""
+    """The work a rule requests: quantize `source` at `sha` to `targets`."""
 
     source: str
     sha: str

@@ -21,7 +21,7 @@ _WEBHOOK_ID = re.compile(rb'"webhook"\s*:\s*\{[^{}]*?"id"\s*:\s*"([0-9A-Za-z]{1,
 
 
 class PayloadError(ValueError):
-    """A delivery that cannot be used; `status` is the HTTP status to answer with."""
+    """A delivery that cannot be used; `status` is the HTTP status to respond with."""
 
     def __init__(self, status: int, message: str, webhook_id: str | None = None) -> None:
         super().__init__(message)

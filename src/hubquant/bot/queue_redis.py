@@ -1,11 +1,12 @@
 """The distributed queue: Dramatiq's Redis broker, with job records in Redis.
 
 Why Dramatiq: its Redis broker acknowledges a message only when the actor
-returns, and every broker process sends a heartbeat with each command (the
+returns. Every broker process sends a heartbeat with each command, and the
 delay-queue consumer polls about once a second even while all worker threads
-are busy). When a worker is killed, its heartbeat stops, and Dramatiq's
-maintenance moves the messages it had not acknowledged back to the queue once
-the heartbeat is older than `heartbeat_timeout`. A job of any length therefore
+are busy (read in dramatiq 2.2.1's worker and Redis broker). When a worker is
+killed, its heartbeat stops. Once it is older than `heartbeat_timeout`,
+Dramatiq's maintenance moves the messages that worker had not acknowledged
+back to the queue. A job of any length therefore
 stays with a live worker, and only a dead worker's job is run again. Celery's
 Redis transport redelivers any message not acknowledged within its visibility
 timeout, so a job longer than that timeout runs twice while the first run is
@@ -68,7 +69,7 @@ class RedisQueue(JobQueue):
             middleware=[
                 TimeLimit(time_limit=JOB_TIME_LIMIT_MS),
                 ShutdownNotifications(),
-                # The runner decides about retries and asks for one with dramatiq.Retry.
+                # The runner decides about retries and requests one by raising dramatiq.Retry.
                 Retries(max_retries=None, retry_when=lambda retries, error: isinstance(error, dramatiq.Retry)),
             ],
         )
@@ -91,12 +92,15 @@ class RedisQueue(JobQueue):
 
     def submit(self, spec: JobSpec) -> tuple[JobRecord, bool]:
         record = JobRecord(spec)
-        created = self.redis.hsetnx(self._jobs_key, record.id, json.dumps(record.to_dict()))
+        # One round trip: ZADD NX keeps the first score, so it is harmless for a duplicate.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hsetnx(self._jobs_key, record.id, json.dumps(record.to_dict()))
+        pipe.zadd(self._created_key, {record.id: record.created_at}, nx=True)
+        created, _ = pipe.execute()
         if not created:
             existing = self.get(record.id)
             assert existing is not None
             return existing, False
-        self.redis.zadd(self._created_key, {record.id: record.created_at})
         # NOTE: a crash between HSETNX and send leaves a queued record without a message;
         # nothing requeues it yet.
         self.actor.send(record.id)

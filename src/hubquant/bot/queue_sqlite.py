@@ -1,9 +1,9 @@
 """The embedded queue: a job table in SQLite, shared by the processes of one machine.
 
 Each change runs in a `BEGIN IMMEDIATE` transaction, so two workers never claim
-the same job. A running job carries the claiming worker and a heartbeat time
-that the worker renews (`heartbeat`); `reclaim_stale` puts a job whose heartbeat
-is older than the lease back in the queue. Claims call it first, and the bot
+the same job. A running job stores the claiming worker and a heartbeat time,
+which the worker renews with `heartbeat`. `reclaim_stale` puts a job whose
+heartbeat is older than the lease back in the queue. Claims call it first, and the bot
 and workers call it when they start (reconciling the table after a crash or a
 reboot). The file is in WAL mode, so readers (the status page) do not block
 writers.

@@ -3,8 +3,8 @@
 Two implementations exist:
 
 - ``sqlite:///PATH``: the embedded default for one machine. The job table is the
-  queue. Workers claim jobs in a transaction and renew a lease while they run;
-  a job whose lease ran out (its worker died) is claimed again by any worker,
+  queue. Workers claim jobs in a transaction and renew a lease while they run.
+  A job whose lease ran out (its worker died) is claimed again by any worker,
   and the bot and every worker reconcile the table when they start.
 - ``redis://HOST:PORT/DB``: workers on many machines, through Dramatiq's Redis
   broker. Dramatiq acknowledges a message only after the actor returns, and

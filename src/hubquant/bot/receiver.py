@@ -2,10 +2,11 @@
 
 Endpoints:
 
-- ``POST /webhook``: a Hub delivery. 401 without `X-Webhook-Secret`, 403 with a
-  wrong one, 413 over `max_body_bytes`, 400 for invalid JSON, 422 for missing
-  fields or another payload version; otherwise 202 when a job was queued and
-  200 when the delivery matched no rule or only jobs queued before.
+- ``POST /webhook``: a Hub delivery. The errors are 401 without
+  `X-Webhook-Secret`, 403 with a wrong one, 413 over `max_body_bytes`, 400 for
+  invalid JSON, and 422 for missing fields or another payload version. A
+  delivery that queued a job gets 202. One that matched no rule, or only jobs
+  queued before, gets 200.
 - ``GET /healthz``: 200 when the queue answers, 503 otherwise.
 - ``GET /api/jobs`` and ``GET /api/jobs/{id}``: job records as JSON.
 - ``GET /``: the status page.
@@ -138,7 +139,7 @@ def create_app(config: BotConfig, queue: JobQueue):
         try:
             await run_in_threadpool(queue.check)
         except Exception as error:  # noqa: BLE001 - reported as the health status
-            log.error("health check: the %s queue does not answer: %s", queue.kind, error)
+            log.error("health check: the %s queue did not respond: %s", queue.kind, error)
             return JSONResponse({"status": "unavailable", "queue": queue.kind, "error": str(error)}, status_code=503)
         return JSONResponse({"status": "ok", "queue": queue.kind})
 

@@ -31,7 +31,7 @@ LOCK_FILE = ".lock"
 
 @dataclass
 class Outcome:
-    """How an attempt ended: a final status, or `retry_in` seconds until the next attempt."""
+    """The end of an attempt: a final status, or `retry_in` seconds until the next attempt."""
 
     status: str
     result: dict = field(default_factory=dict)
@@ -101,7 +101,7 @@ class JobRunner:
     def execute(self, record: JobRecord, on_stage) -> Outcome:
         """Run one attempt of `record`. Raises Deferred when the budget is taken by other jobs."""
         job_dir = Path(tempfile.mkdtemp(prefix=JOB_DIR_PREFIX, dir=self.work_root))
-        # The lock tells clean_stale in other processes that this folder is in use.
+        # The lock shows clean_stale in other processes that this folder is in use.
         lock = (job_dir / LOCK_FILE).open("w")
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -115,7 +115,7 @@ class JobRunner:
             lock.close()
 
     def clean_stale(self) -> list[Path]:
-        """Remove job folders that no live process holds (left by a killed worker)."""
+        """Remove job folders that no live process has locked (left by a killed worker)."""
         removed = []
         for folder in self.work_root.glob(f"{JOB_DIR_PREFIX}*"):
             try:
@@ -229,7 +229,7 @@ class JobRunner:
 def transient_wait(error: BaseException) -> float | None:
     """Return the minimum wait before a retry when `error` is transient, else None.
 
-    Transient: hubquant's TransientError, Hub answers 5xx and 429 (honouring
+    Transient: hubquant's TransientError, Hub responses 5xx and 429 (honouring
     Retry-After), and connection failures or timeouts.
     """
     from huggingface_hub.errors import HfHubHTTPError

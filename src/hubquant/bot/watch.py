@@ -2,8 +2,8 @@
 
 Each poll lists the models of every owner that a rule names literally and
 compares each model's sha with the last poll. A model seen for the first time
-is a "repo.create" event and a new sha on a known model is a
-"repo.content.update" of the main branch; both go through the same rules and
+is a "repo.create" event, and a new sha on a known model is a
+"repo.content.update" of the main branch. Both go through the same rules and
 queue as webhook deliveries. The shas are saved in a state file, so a restart
 does not queue again what it has seen. The first poll without a state file only
 records what exists, unless `backfill` is set.

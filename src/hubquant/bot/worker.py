@@ -3,8 +3,8 @@
 With the SQLite queue the worker claims jobs itself and renews their lease from
 a heartbeat thread. With the Redis queue Dramatiq delivers the jobs and keeps
 the worker's heartbeat. In both cases a job that fails with a transient error
-goes back to the queue with a delay, and a job whose estimated disk or memory
-does not fit next to the running jobs goes back without counting an attempt.
+goes back to the queue with a delay. A job whose estimated disk or memory does
+not fit next to the running jobs goes back without counting an attempt.
 """
 
 from __future__ import annotations
