@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from hubquant.errors import UsageError
 from hubquant.toolchains.runner import StepResult, run_step
+from hubquant.toolchains import openvino_setup
 from hubquant.toolchains.setup import (
     Toolchain,
     ToolchainSpec,
@@ -25,6 +26,12 @@ TOOLCHAINS: dict[str, ToolchainSpec] = {
         "gguf.txt",
         extra_setup=setup_llama_cpp,
         settings={"llama-cpp-python": "0.3.36", "build": "cpu-portable"},
+    ),
+    "openvino": ToolchainSpec(
+        "openvino",
+        "openvino.txt",
+        extra_setup=openvino_setup.setup_optimum_intel,
+        settings=openvino_setup.SETTINGS,
     ),
 }
 
