@@ -77,10 +77,12 @@ def webhook_release(bot_hub, bot_alice, tmp_path_factory, gguf_toolchain, refere
         jobs = [record for record in queue.list_jobs() if record.spec.source == SOURCE]
         status_page = httpx.get(f"{url}/").text
         survivor_log = processes.log_of(survivor)
+        # Only the killed worker's folder may remain; the next worker to start removes it.
+        leftover = list((folder / "work").glob("job-*"))
         yield {
             "sha": sha, "deliveries": deliveries, "first": first, "killed_pid": killed.pid,
             "survivor_pid": survivor.pid, "files_after_kill": files_after_kill, "final": final, "jobs": jobs,
-            "page": status_page, "survivor_log": survivor_log, "config": config,
+            "page": status_page, "survivor_log": survivor_log, "config": config, "leftover": leftover,
         }
     finally:
         bot_hub.webhooks.copies = 1
@@ -125,6 +127,10 @@ def test_other_worker_completed_job(webhook_release):
     assert [release["status"] for release in releases] == ["published"]
     assert releases[0]["repo_id"] == RELEASE
     assert "sent no heartbeat" in webhook_release["survivor_log"]
+
+
+def test_finished_job_left_no_files(webhook_release):
+    assert len(webhook_release["leftover"]) <= 1
 
 
 def test_release_published_once_and_whole(webhook_release, bot_hub):

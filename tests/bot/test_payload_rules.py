@@ -149,10 +149,15 @@ def test_same_commit_same_job_id():
 
 
 def test_config_expands_hardware():
+    from hubquant.backends import backend_names
+    from hubquant.hardware import targets_for
+    from hubquant.targets import parse_targets
+
     config = parse_config({"rules": [default_rule(targets=None, hardware=["phone"])]})
     targets = config.rules[0].targets
     assert targets
-    assert all(target.startswith("gguf:") for target in targets)
+    expected = {str(target) for target in parse_targets(targets_for(["phone"], backends=backend_names()))}
+    assert set(targets) == expected
     assert list(targets) == sorted(targets)
 
 

@@ -126,3 +126,28 @@ def test_worker_start_removes_stale_folders(bot_hub, tmp_path, monkeypatch):
     assert removed == [stale]
     assert not stale.exists()
     assert busy.exists()
+
+
+def test_one_concurrent_job_at_a_time(bot_hub, bot_alice, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", bot_hub.token_for("bob"))
+    config = load_config(write_config(tmp_path / "bot.yaml", hub_url=bot_hub.url, queue_url="sqlite:///jobs.db",
+                                      worker={"concurrent_jobs": 1}))
+    queue = open_queue(config.queue_url, config.queue)
+    records = []
+    for index in range(4):
+        repo = f"microsoft/Phi-concurrency-{index}"
+        bot_alice.create_repo(repo, exist_ok=True)
+        sha = bot_alice.list_repo_commits(repo)[0].commit_id
+        records.append(queue.submit(JobSpec(repo, sha, ("gguf:Q8_0",), "hubquant-org"))[0])
+    process = BotWorker(config, queue)
+    thread = threading.Thread(target=process.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: all(queue.get(record.id).status == "skipped" for record in records), 60, 0.2,
+                   "the four jobs to finish")
+    finally:
+        process.stop_event.set()
+        thread.join(timeout=30)
+    spans = sorted((job.started_at, job.finished_at) for job in (queue.get(record.id) for record in records))
+    for (_, previous_end), (next_start, _) in zip(spans, spans[1:]):
+        assert next_start >= previous_end
