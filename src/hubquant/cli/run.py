@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from hubquant.cli.logs import register_secret
+from hubquant.hardware import HARDWARE
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -19,8 +20,9 @@ def _common_options(function):
         click.argument("source"),
         click.option("--target", "targets", multiple=True, metavar="BACKEND:PRECISION",
                      help="Output to build, e.g. gguf:Q4_K_M. Repeat for several."),
-        click.option("--for", "hardware", multiple=True, metavar="HARDWARE",
-                     help="Pick targets for this hardware (see 'hubquant plan --help'). Repeatable."),
+        click.option("--for", "hardware", multiple=True, type=click.Choice(list(HARDWARE)), metavar="HARDWARE",
+                     help=f"Pick targets for this hardware, one of: {', '.join(HARDWARE)}. "
+                     "Repeatable; the Space's hardware boxes pick the same targets."),
         click.option("--push", is_flag=True, help="Publish the releases to the Hub instead of staging them locally."),
         click.option("--namespace", help="User or organisation to publish under (default: the token's user)."),
         click.option("--output-dir", type=click.Path(path_type=Path), default=Path("hubquant-out"), show_default=True,
