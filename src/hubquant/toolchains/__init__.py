@@ -21,6 +21,7 @@ from hubquant.toolchains.setup import (
 TOOLCHAINS: dict[str, ToolchainSpec] = {
     "reference": ToolchainSpec("reference", "reference.txt"),
     "onnx": ToolchainSpec("onnx", "onnx.txt"),
+    "mlx": ToolchainSpec("mlx", "mlx.txt"),
     "gguf": ToolchainSpec(
         "gguf",
         "gguf.txt",
