@@ -68,6 +68,7 @@ def build(request: dict) -> dict:
     cache_dir = Path(request["cache_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
+
     command = [
         sys.executable,
         "-m",
@@ -86,12 +87,14 @@ def build(request: dict) -> dict:
     options = request.get("extra_options") or {}
     if options:
         command += ["--extra_options", *[f"{key}={value}" for key, value in options.items()]]
+
     env = dict(os.environ)
     # The builder runs `git rev-parse HEAD` above its site-packages for the
     # producer string. A nonexistent GIT_DIR makes that fail, so it falls back
     # to the commit recorded in the onnxruntime_genai package, even when the
     # toolchain lies inside someone's git checkout.
     env["GIT_DIR"] = str(out_dir / ".no-git-repository")
+
     info("running " + " ".join(command[1:]))
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -253,9 +256,9 @@ _ORT_ONNX_DOMAIN_OPS = {"SimplifiedLayerNormalization"}
 def _check_graph(model, folder: Path) -> str | None:
     """Run the ONNX checker on the graph and its external data; return its error or None.
 
-    The checker knows no schema for onnxruntime's own ONNX-domain operators, so it
+    The checker has no schema for onnxruntime's own ONNX-domain operators, so it
     checks a copy of the graph in which those nodes are moved to the
-    com.microsoft domain, whose operators it does not check.
+    com.microsoft domain, whose operators it skips.
     """
     import onnx
 
