@@ -1,9 +1,9 @@
 """A stand-in for ``hubquant.space.worker`` that speaks its protocol without running a job.
 
-The source id picks the behaviour, so queue tests run in milliseconds:
-``fake/ok`` publishes every target, ``fake/partial`` fails the second target,
-``fake/sleep`` waits for a minute, ``fake/env`` reports what the worker
-received, ``fake/error`` raises, and ``fake/leak`` prints the token to stderr.
+The source id picks the behaviour, so queue tests run in milliseconds.
+``fake/ok`` publishes every target and ``fake/partial`` fails the second one.
+``fake/sleep`` waits for a minute, ``fake/error`` reports an error, ``fake/env``
+reports what the worker received, and ``fake/leak`` prints the token to stderr.
 """
 
 import hashlib
@@ -22,6 +22,7 @@ def main() -> int:
     payload = json.loads(sys.stdin.read())
     source, targets, token = payload["source"], payload["targets"], payload["token"]
     emit({"event": "step", "key": source, "state": "downloading", "reason": ""})
+
     if source == "fake/sleep":
         time.sleep(60)
     if source == "fake/error":
@@ -35,6 +36,7 @@ def main() -> int:
         emit({"event": "message", "text": f"token sha256: {hashlib.sha256(token.encode()).hexdigest()}"})
     if source == "fake/leak":
         print(f"oops, the token is {token}", file=sys.stderr, flush=True)
+
     failed = {}
     for index, target in enumerate(targets):
         key = f"fake-GGUF {target}"

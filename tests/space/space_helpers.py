@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 from pathlib import Path
+
+import httpx
 
 from hubquant.tinymodels.safetensors_io import read_safetensors_header, read_safetensors_tensor, write_safetensors
 
@@ -45,3 +49,29 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def screenshot_until(page, name: str, selector: str) -> Path:
+    """Save the top of the page down to the bottom of `selector` (the README's picture)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    box = page.locator(selector).bounding_box()
+    scroll = page.evaluate("window.scrollY")
+    height = box["y"] + scroll + box["height"] + 16
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True, clip={"x": 0, "y": 0, "width": page.viewport_size["width"], "height": height})
+    return path
+
+
+def wait_for_http(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 120.0) -> None:
+    """Wait until `url` returns 200; fail with the log tail if the process exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the Space exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the Space did not respond at {url} within {timeout:.0f} s:\n{log_path.read_text()[-4000:]}")

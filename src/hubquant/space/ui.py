@@ -157,9 +157,14 @@ class SpaceApp:
         job = self.manager.get(job_id, user.name) if user and job_id else None
         picker = gr.update()
         if user is not None:
-            new_labels = views.job_choices(self.manager.jobs_for(user.name))
-            if new_labels != labels:
-                picker = gr.update(choices=new_labels, value=job_id)
+            jobs = self.manager.jobs_for(user.name)
+            # A tick sent before a job started carries no job id; showing the
+            # newest job then also repairs a picker that such a tick emptied.
+            if job is None and jobs:
+                job = jobs[0]
+            new_labels = views.job_choices(jobs)
+            if new_labels != labels or (job is not None and job.id != job_id):
+                picker = gr.update(choices=new_labels, value=job.id if job else None)
                 labels = new_labels
         previews = views.card_previews(job)
         cards = "\n\n---\n\n".join(f"## Card of {repo_id}\n\n{card}" for repo_id, card in previews)
@@ -175,7 +180,10 @@ class SpaceApp:
         )
 
     def on_cancel(self, job_id: str | None, oauth_token: gr.OAuthToken | None):
-        user = self.user(oauth_token)
+        try:
+            user = self.user(oauth_token)
+        except HubquantError as error:
+            return f"**Error:** {error}"
         if user is None or not job_id:
             return "Nothing to cancel."
         if self.manager.cancel(job_id, user.name):
