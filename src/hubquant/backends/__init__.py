@@ -9,9 +9,11 @@ from hubquant.errors import UsageError
 def _registry() -> dict[str, Backend]:
     from hubquant.backends.gguf import GgufBackend
     from hubquant.backends.onnx import OnnxBackend
+    from hubquant.backends.openvino import OpenvinoBackend
 
     backends: list[Backend] = [GgufBackend()]
     backends.append(OnnxBackend())
+    backends.append(OpenvinoBackend())
     return {backend.name: backend for backend in backends}
 
 

@@ -29,7 +29,7 @@ _REQUIRED_MODULES = (
     "openvino_genai",
 )
 
-# Keys that change the installed toolchain; they go into the toolchain digest.
+# Settings that change the installed toolchain, so they go into its digest.
 SETTINGS = {"optimum-intel": OPTIMUM_INTEL_VERSION, "optimum-intel-install": "no-deps"}
 
 

@@ -21,7 +21,6 @@ import numpy as np
 from hubquant_worker.protocol import StepError, info, progress, serve
 
 MODEL_XML = "openvino_model.xml"
-TOKENIZER_XML = "openvino_tokenizer.xml"
 LOG_TAIL_LINES = 60
 
 # Weight constants that optimum-intel 2.2.0 traces from module parameters are
@@ -30,15 +29,15 @@ LOG_TAIL_LINES = 60
 # "/zero_point" constants next to each compressed weight.
 _WEIGHT_NAME = re.compile(r"^self\.(?P<module>.+?)\.(?:_openvino_orig_weight|weight)$")
 
-# IR element type -> (compression mode as NNCF names it, bits per element).
+# IR element type -> weight format, as NNCF names the compression modes.
 _ELEMENT_TYPES = {
-    "i4": ("int4_sym", 4),
-    "u4": ("int4_asym", 4),
-    "i8": ("int8_sym", 8),
-    "u8": ("int8_asym", 8),
-    "f16": ("fp16", 16),
-    "bf16": ("bf16", 16),
-    "f32": ("fp32", 32),
+    "i4": "int4_sym",
+    "u4": "int4_asym",
+    "i8": "int8_sym",
+    "u8": "int8_asym",
+    "f16": "fp16",
+    "bf16": "bf16",
+    "f32": "fp32",
 }
 _FLOAT_TYPES = ("f16", "f32", "bf16")
 
@@ -49,9 +48,9 @@ _FLOAT_TYPES = ("f16", "f32", "bf16")
 def _opt_out_of_telemetry() -> None:
     """Write the consent file that ``opt_in_out --opt_out`` writes.
 
-    The runner gives every step a scratch HOME, so the file lands there and
-    never in the user's home. CI=true (set by the runner) already keeps
-    NNCF's and the converter's telemetry off; this covers callers that do not
+    The runner gives every step a scratch HOME, so the file lands there, not
+    in the user's home. CI=true (set by the runner) already keeps NNCF's and
+    the converter's telemetry off, and the file covers callers that do not
     pass ``disable_in_ci``.
     """
     consent = Path.home() / "intel" / "openvino_telemetry"
@@ -154,7 +153,7 @@ def _is_grouped(layer_id: str, types: dict[str, str], consumers: dict[str, list[
 
     NNCF stores a group-wise weight with an extra axis (groups x group size)
     and reshapes it back after scaling, so a Reshape follows within the
-    Convert, Subtract, Multiply chain; a per-channel weight has none.
+    Convert, Subtract, Multiply chain. A per-channel weight has none.
     """
     frontier = [layer_id]
     for _ in range(5):
@@ -169,7 +168,7 @@ def _is_grouped(layer_id: str, types: dict[str, str], consumers: dict[str, list[
 
 def _is_weight(name: str, shape: list[int]) -> bool:
     # Weight matrices (and stacked expert weights) have at least two axes
-    # longer than 1; NNCF's scales and zero points sit next to them by name.
+    # longer than 1. NNCF names their scales and zero points after them.
     if name.endswith(("/scale", "/zero_point")):
         return False
     return sum(1 for dim in shape if dim > 1) >= 2
@@ -225,7 +224,7 @@ def describe_ir(xml_path: Path) -> dict:
         shape = constant["shape"]
         if element_type not in _ELEMENT_TYPES or not _is_weight(name, shape):
             continue
-        mode, _ = _ELEMENT_TYPES[element_type]
+        mode = _ELEMENT_TYPES[element_type]
         elements = 1
         for dim in shape:
             elements *= dim
@@ -275,18 +274,12 @@ def describe_ir(xml_path: Path) -> dict:
 
 
 def inspect(request: dict) -> dict:
-    """Describe the model IR of a folder and read its tokenizer's runtime info."""
+    """Describe the model IR of an exported folder."""
     folder = Path(request["folder"])
     model_xml = folder / MODEL_XML
     if not model_xml.is_file():
         raise StepError(f"{folder} has no {MODEL_XML}")
-    described = describe_ir(model_xml)
-    tokenizer_xml = folder / TOKENIZER_XML
-    tokenizer_info = {}
-    if tokenizer_xml.is_file():
-        element = ElementTree.parse(tokenizer_xml).getroot().find("rt_info")
-        tokenizer_info = _flatten_rt_info(element) if element is not None else {}
-    return {**described, "tokenizer_rt_info": tokenizer_info}
+    return describe_ir(model_xml)
 
 
 # --- evaluate --------------------------------------------------------------
@@ -408,7 +401,7 @@ def evaluate(request: dict) -> dict:
     info(f"loading {folder.name} in optimum-intel with {runtime_config}")
     model = OVModelForCausalLM.from_pretrained(folder, device="CPU", ov_config=runtime_config)
     compiled = model.request.get_compiled_model()
-    precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
     info(f"loading {folder.name} in openvino-genai's LLMPipeline")
     pipeline = openvino_genai.LLMPipeline(str(folder), "CPU", **runtime_config)
