@@ -1,8 +1,8 @@
 """The gradio page of the Space: sign-in, model, hardware, destination, jobs.
 
 Every Hub call made for a user (search, model summary, the job itself) uses the
-OAuth token of that user's session and never a token of the Space: the `HfApi`
-objects here get ``token=False`` when no user is signed in, which stops
+OAuth token of that user's session and never a token of the Space. When no user
+is signed in, the `HfApi` objects here get ``token=False``, which stops
 huggingface_hub from falling back to ``HF_TOKEN`` or a cached login.
 """
 

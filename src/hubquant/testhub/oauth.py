@@ -6,8 +6,8 @@ A Space's OAuth client (``OAUTH_CLIENT_ID``, ``OAUTH_CLIENT_SECRET``,
 ``OAUTH_SCOPES``) comes from `HubServer.register_oauth_app`, and
 ``OPENID_PROVIDER_URL`` is the server's URL.
 
-The test Hub has no browser login, so its consent page asks which test user
-signs in and whether that user authorizes the app. ID tokens are RS256 JWTs
+The test Hub has no browser login, so its consent page has a field for the
+test user who signs in, and buttons to authorize or deny the app. ID tokens are RS256 JWTs
 signed with a key kept in the state folder, as gradio's client (authlib)
 verifies them against ``/oauth/jwks``.
 
