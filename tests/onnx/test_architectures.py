@@ -135,3 +135,17 @@ def test_phimoe_rejected_before_download(hub, alice, tmp_path, monkeypatch):
     request = JobRequest(source=repo_id, targets=["onnx:int4"], endpoint=hub.url, token=hub.token_for("alice"), output_dir=tmp_path / "out")
     with pytest.raises(SourceError, match="the onnx backend does not support architecture PhiMoEForCausalLM; supported: .*Phi3ForCausalLM"):
         run_job(request)
+
+
+def test_quantized_embedding_needs_tied_model(tiny_model, tmp_path):
+    """The builder quantizes an embedding only when it shares it with the LM head."""
+    from hubquant.backends.base import BuildContext, Release
+    from hubquant.source import inspect_folder
+    from hubquant.targets import parse_target
+
+    target = parse_target("onnx:int4-embeds-int4")
+    release = Release("onnx", "phi-onnx", [target])
+    context = BuildContext(source=inspect_folder(tiny_model("phi-3-mini-4k-instruct")), reference=None, work_dir=tmp_path, reporter=Reporter(), max_file_bytes=10**12)
+    OnnxBackend().build(context, release)
+    assert release.artifacts == []
+    assert "embeds-int4 needs tied embeddings" in release.failed[str(target)]

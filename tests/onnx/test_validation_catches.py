@@ -165,6 +165,7 @@ def test_other_block_size_rejected(int4_description, context):
     assert _structure(int4_description, "int4-block-64", context)["quantization matches the request"] == "failed"
     assert _structure(int4_description, "int4-asym", context)["quantization matches the request"] == "failed"
     assert _structure(int4_description, "int4-lm-head-float", context)["quantization matches the request"] == "failed"
+    assert _structure(int4_description, "int4-embeds-int4", context)["quantization matches the request"] == "failed"
 
 
 def test_missing_eos_id_rejected(int4_description, context):

@@ -302,6 +302,9 @@ class OnnxBackend:
                 self._fail(context, release, target, str(error))
             return
         release.facts["source_checks"] = source_facts
+        self._drop_unbuildable(context, release, variants, source_facts)
+        if not variants:
+            return
 
         reference_variant = Variant("cpu", "fp32")
         published_root = work / "release"
@@ -310,18 +313,18 @@ class OnnxBackend:
         try:
             fp32 = self._build_variant(context, toolchain, reference_variant, fp32_root, source_facts)
         except ToolchainError as error:
-            for target in release.targets:
+            for target in variants:
                 self._fail(context, release, target, f"the fp32 CPU variant failed to build: {error}")
             return
         fp32_report = self._validate_fp32(context, toolchain, fp32, source_facts, work)
         release.facts["reference_validation"] = fp32_report.to_dict()
         if not fp32_report.passed and not context.force:
             reason = f"the fp32 CPU variant failed validation against transformers: {fp32_report.summary()}"
-            for target in release.targets:
+            for target in variants:
                 self._fail(context, release, target, reason)
             return
 
-        ordered = sorted(release.targets, key=lambda target: variants[target] != reference_variant)
+        ordered = sorted(variants, key=lambda target: variants[target] != reference_variant)
         for target in ordered:
             variant = variants[target]
             if variant == reference_variant:
@@ -330,6 +333,19 @@ class OnnxBackend:
             self._build_and_publish(context, toolchain, release, target, variant, fp32, published_root, source_facts, work)
         if not requested_fp32:
             shutil.rmtree(work / "reference", ignore_errors=True)
+
+    def _drop_unbuildable(self, context: BuildContext, release: Release, variants: dict, source_facts: dict) -> None:
+        """Fail and remove the targets the builder cannot make for this source."""
+        for target in list(variants):
+            if variants[target].quantize_embeddings and not source_facts["tie_word_embeddings"]:
+                # builders/base.py, make_embedding: GatherBlockQuantized is used
+                # "if and only if tied embeddings are enabled".
+                self._fail(
+                    context, release, target,
+                    "embeds-int4 needs tied embeddings: onnxruntime-genai 0.18.0's builder quantizes the "
+                    "embedding only when it shares it with the LM head, and this model's are separate",
+                )  # fmt: skip
+                del variants[target]
 
     def _key(self, release: Release, target: Target) -> str:
         return f"{release.repo_name} {target}"

@@ -167,6 +167,7 @@ def _check_quantization(report: ValidationReport, described: dict, variant) -> N
             f"no quantized operators, float weights are {float_type}" if ok else f"found {len(nodes)} MatMulNBits nodes and weights of type {other}",
         )
         return
+
     bits = 4 if variant.precision == "int4" else 8
     # The builder's k_quant writes zero points even when is_symmetric is true
     # (measured with onnxruntime-genai 0.18.0), so its graphs are asymmetric.
@@ -184,9 +185,13 @@ def _check_quantization(report: ValidationReport, described: dict, variant) -> N
             problems.append(f"{node['name']} has accuracy level {node['accuracy_level']}")
         if node["symmetric"] != symmetric:
             problems.append(f"{node['name']} is {'symmetric' if node['symmetric'] else 'asymmetric'}")
+
     head = [node for node in nodes if node["group"] == "lm_head"]
     if variant.lm_head == "float" and head:
         problems.append("the LM head is quantized")
+    if variant.quantize_embeddings and described["embedding"]["op"] != "GatherBlockQuantized":
+        problems.append("the token embedding is not quantized")
+
     report.add(
         "quantization matches the request",
         not problems,
@@ -280,6 +285,7 @@ def check_against_source(report: ValidationReport, evaluation: dict, reference: 
         f"max |logit difference| {max_diff:.4g} over {len(comparisons)} prompts (limit {logit_limit})",
     )
     report.add("top-1 agreement with transformers", top1 >= top1_min, f"{100 * top1:.1f}% of positions (minimum {100 * top1_min:.0f}%)")
+
     mismatches, near_ties = [], []
     for prompt, result in zip(reference.prompts, evaluation["prompts"]):
         step = _first_difference(prompt.continuation, result["continuation"]["tokens"])
@@ -290,6 +296,7 @@ def check_against_source(report: ValidationReport, evaluation: dict, reference: 
             near_ties.append(prompt.id)
         else:
             mismatches.append(prompt.id)
+
     report.metrics["greedy_match"] = not mismatches
     detail = f"the same {reference.max_new_tokens} greedy tokens as transformers on every prompt"
     if near_ties:
