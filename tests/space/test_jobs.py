@@ -7,6 +7,8 @@ the queue itself in seconds; the browser tests run real jobs.
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -193,3 +195,42 @@ def test_token_redacted_from_log(make_manager):
     text = "\n".join(job.log)
     assert "oops, the token is" in text
     assert TOKEN not in text
+
+
+ORPHAN_PARENT = """
+import os, subprocess, sys
+worker = subprocess.Popen(
+    [sys.executable, "-m", "hubquant.space.worker", "--parent-pid", str(os.getpid())], stdin=int(sys.argv[1]),
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+)
+open(sys.argv[2], "w").write(str(worker.pid))
+"""
+
+
+def test_worker_exits_when_space_dies(tmp_path):
+    # The test keeps the worker's stdin open, so only the parent check can end it.
+    read_end, write_end = os.pipe()
+    pid_file = tmp_path / "worker.pid"
+    try:
+        subprocess.run(
+            [sys.executable, "-c", ORPHAN_PARENT, str(read_end), str(pid_file)],
+            pass_fds=(read_end,), timeout=60, check=True,
+        )
+        pid = int(pid_file.read_text())
+        deadline = time.monotonic() + 20
+        while _running(pid):
+            assert time.monotonic() < deadline, f"worker {pid} still runs after its parent exited"
+            time.sleep(0.2)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child of init lingers as a zombie until reaped; that counts as ended.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"

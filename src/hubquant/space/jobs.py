@@ -265,7 +265,7 @@ class JobManager:
 
         try:
             process = subprocess.Popen(
-                self._worker_command,
+                [*self._worker_command, "--parent-pid", str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

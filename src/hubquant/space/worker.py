@@ -9,9 +9,11 @@ past its time limit, toolchain processes included.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -21,6 +23,8 @@ from hubquant.progress import Reporter
 
 # Progress events of one label closer together than this are dropped, except the last.
 PROGRESS_INTERVAL_S = 0.25
+# How often the worker checks that the Space that started it is still running.
+PARENT_CHECK_S = 1.0
 
 
 class EventReporter(Reporter):
@@ -53,7 +57,30 @@ class EventReporter(Reporter):
         self.emit({"event": "message", "text": text})
 
 
-def main() -> int:
+def stop_when_orphaned(parent: int, interval: float = PARENT_CHECK_S) -> None:
+    """Kill this worker's process group once `parent`, the Space's process, has exited.
+
+    The worker runs in its own session so the Space can stop it with its
+    toolchain processes. Without this check, a Space killed by a signal would
+    leave its jobs running, unseen, next to the restarted Space. The Space
+    passes its pid because it may already be gone when this function runs.
+    """
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+            time.sleep(interval)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one Space job read from stdin.")
+    parser.add_argument("--parent-pid", type=int, help="Process id of the Space; the worker stops when that process exits.")
+    args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        stop_when_orphaned(args.parent_pid)
     # Events go to the original stdout; anything else printed goes to stderr.
     events = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
