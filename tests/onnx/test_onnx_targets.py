@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hubquant.backends.onnx import PROVIDERS, Variant, builder_command, parse_variant, variant_hardware
+from hubquant.backends.onnx import PROVIDERS, Variant, builder_command, oversized_files, parse_variant, variant_hardware
 from hubquant.errors import UsageError
 from hubquant.targets import parse_target, parse_targets
 
@@ -147,3 +147,9 @@ def test_variant_hardware(text, hardware):
 
 def test_default_variant_is_cpu_fp32():
     assert Variant() == parse_variant("fp32")
+
+
+def test_oversized_files_found():
+    files = {"model.onnx": 20_000, "model.onnx.data": 60 * 10**9, "tokenizer.json": 3_000_000}
+    assert oversized_files(files, 50 * 10**9) == [("model.onnx.data", 60 * 10**9)]
+    assert oversized_files(files, 10**12) == []

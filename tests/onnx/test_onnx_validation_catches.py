@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import shutil
 
 import pytest
@@ -186,12 +187,15 @@ def test_missing_weights_file_rejected(int4_description, context):
     assert _structure(described, "int4", context)["folder is self-contained"] == "failed"
 
 
-def test_failed_variant_not_published(tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setitem(onnx_backend.KL_LIMITS, "int4", (-1.0, 2.0))
-    result = local_job(tiny_model("phi-3-mini-4k-instruct"), ["onnx:fp32", "onnx:int4"], tmp_path)
+def test_failed_variants_not_published(tiny_model, tmp_path, monkeypatch):
+    """int8 fails validation, fp32 (77 MB of weights) is over the file limit, int4 is published."""
+    monkeypatch.setitem(onnx_backend.KL_LIMITS, "int8", (-1.0, 2.0))
+    targets = ["onnx:fp32", "onnx:int8", "onnx:int4"]
+    result = local_job(tiny_model("phi-3-mini-4k-instruct"), targets, tmp_path, max_file_bytes=60_000_000)
     release = result.releases[0]
-    assert "validation failed" in release.failed["onnx:cpu-int4-rtn-block-32-acc-level-4"]
-    assert release.targets == ["onnx:cpu-fp32"]
+    assert "validation failed" in release.failed["onnx:cpu-int8-rtn-block-32-acc-level-4"]
+    assert re.search(r"cpu-fp32/model\.onnx\.data is 7\d\.\d MB, over the limit of 60\.0 MB", release.failed["onnx:cpu-fp32"])
+    assert release.targets == ["onnx:cpu-int4-rtn-block-32-acc-level-4"]
     staged = sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*") if path.is_file())
-    assert not any("int4" in name for name in staged)
-    assert any(name.endswith("-onnx/cpu-fp32/model.onnx") for name in staged)
+    assert any(name.endswith("-onnx/cpu-int4-rtn-block-32-acc-level-4/model.onnx.data") for name in staged)
+    assert not any("int8" in name or "cpu-fp32" in name for name in staged)

@@ -8,7 +8,7 @@ Microsoft's own ONNX releases (``cpu-int4-rtn-block-32-acc-level-4/``).
 An fp32 CPU variant is always built first and compared with the source run in
 transformers. Every other CPU variant is compared with it in onnxruntime-genai.
 Variants for providers this machine cannot run (CUDA, DirectML, WebGPU,
-TensorRT-RTX) get the structural checks only, and the card says so.
+TensorRT-RTX) get the structural checks only, and the card states that.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ BLOCK_SIZES = (16, 32, 64, 128, 256)
 DEFAULT_BLOCK_SIZE = 32
 # The builder's default accuracy level (quantization/quant_config.py): 4, int8
 # activations, for the CPU and WebGPU, and none (0) for the other providers.
-# Its --extra_options help says "4 for the CPU EP and 0 for non-CPU EPs".
+# Its --extra_options help text reads "4 for the CPU EP and 0 for non-CPU EPs".
 DEFAULT_ACCURACY_LEVELS = {"cpu": 4, "webgpu": 4}
 
 # Architectures the pinned builder converts. The test suite checks the fp32 CPU
@@ -195,6 +195,7 @@ def parse_variant(text: str) -> Variant:
             provider = PROVIDER_ALIASES.get(alias, alias)
             text = text[len(alias) + 1 :]
             break
+
     tokens = text.split("-")
     precision = tokens.pop(0)
     spec = PROVIDERS[provider]
@@ -207,6 +208,7 @@ def parse_variant(text: str) -> Variant:
     options: dict = {"provider": provider, "precision": precision}
     if precision in QUANTIZED:
         options["accuracy_level"] = DEFAULT_ACCURACY_LEVELS.get(provider, 0)
+
     while tokens:
         token = tokens.pop(0)
         if precision not in QUANTIZED:
@@ -233,6 +235,7 @@ def parse_variant(text: str) -> Variant:
             del tokens[:2]
         else:
             raise UsageError(f"invalid ONNX target {original!r}: unknown option {token!r}; {TARGET_HELP}")
+
     variant = Variant(**options)
     _check_combination(variant, original)
     return variant
@@ -475,6 +478,19 @@ class OnnxBackend:
 
     def _publish(self, context, release, target, variant: Variant, described: dict, report: ValidationReport) -> None:
         folder: Path = described["folder"]
+        oversized = oversized_files(described["files"], context.max_file_bytes)
+        if oversized:
+            # NOTE: the weights are not split into several data files, which
+            # onnxruntime-genai would have to be configured to find.
+            from hubquant.cards import human_size
+
+            name, size = oversized[0]
+            self._fail(
+                context, release, target,
+                f"{variant.name}/{name} is {human_size(size)}, over the limit of {human_size(context.max_file_bytes)} "
+                "for one file on the Hub; choose a smaller precision such as int4",
+            )  # fmt: skip
+            return
         files = sorted(path for path in folder.rglob("*") if path.is_file())
         artifact = Artifact(
             target=target,
@@ -514,6 +530,11 @@ class OnnxBackend:
             extra_tags=extra_tags,
         )
         return render_card("onnx.md.j2", context)
+
+
+def oversized_files(files: dict[str, int], max_bytes: int) -> list[tuple[str, int]]:
+    """Return the (name, size) of each file larger than `max_bytes`, largest first."""
+    return sorted(((name, size) for name, size in files.items() if size > max_bytes), key=lambda item: -item[1])
 
 
 def variant_facts(variant: Variant, described: dict, *, forced: bool) -> dict:
