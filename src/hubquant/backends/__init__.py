@@ -10,9 +10,11 @@ def _registry() -> dict[str, Backend]:
     from hubquant.backends.gguf import GgufBackend
     from hubquant.backends.onnx import OnnxBackend
     from hubquant.backends.openvino import OpenvinoBackend
+    from hubquant.backends.mlx import MlxBackend
 
     backends: list[Backend] = [GgufBackend()]
     backends.append(OnnxBackend())
+    backends.append(MlxBackend())
     backends.append(OpenvinoBackend())
     return {backend.name: backend for backend in backends}
 
