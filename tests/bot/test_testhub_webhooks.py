@@ -153,7 +153,7 @@ def test_unreachable_url_gives_up(bot_hub, bot_alice):
     hook = bot_hub.webhooks.add("alice", f"http://127.0.0.1:{free_port()}/gone", [{"type": "model", "name": "alice/no-receiver"}])
     try:
         bot_alice.create_repo("alice/no-receiver")
-        assert bot_hub.webhooks.wait_idle(timeout=30)
+        assert bot_hub.webhooks.wait_idle(timeout=120)
         attempts = [record for record in bot_hub.webhooks.deliveries if record.webhook_id == hook.id]
     finally:
         _remove(bot_hub, hook.id)
