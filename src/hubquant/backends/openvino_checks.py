@@ -329,7 +329,7 @@ def group_size_fallbacks(described: dict, compression) -> list[dict]:
     uses the largest power of two dividing the width, if it is at least 32,
     and otherwise stores the weight at the backup precision. With a ratio
     below 1, NNCF also puts some layers at the backup precision by choice,
-    so only the adjusted 4-bit layers can be told apart.
+    so only the adjusted 4-bit layers can be identified.
     """
     if compression.precision != "int4":
         return []

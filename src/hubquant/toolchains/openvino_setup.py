@@ -1,11 +1,11 @@
 """The extra setup step of the OpenVINO toolchain: optimum-intel without torchvision.
 
-optimum-intel 2.2.0 declares torchvision, which text models never import. The
-torchvision wheel that PyPI serves for Linux is a CUDA build, and next to the
-CPU torch of the toolchain it breaks ``import transformers`` ("operator
-torchvision::nms does not exist"). So the requirement file pins every other
-package and this step adds optimum-intel with ``--no-deps``, then checks that
-the modules the worker uses import.
+optimum-intel 2.2.0 declares torchvision, which its text-generation export does
+not use. The torchvision wheel that PyPI serves for Linux is a CUDA build, and
+next to the CPU torch of the toolchain it breaks ``import transformers``
+("operator torchvision::nms does not exist"). So the requirement file pins
+every other package and this step adds optimum-intel with ``--no-deps``, then
+checks that the modules the worker uses import.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ LOG_TAIL_LINES = 60
 
 # Weight constants that optimum-intel 2.2.0 traces from module parameters are
 # named after the module ("self.model.layers.0.mlp.down_proj..."). Weights of
-# 16-bit models get the "_openvino_orig_weight" suffix; NNCF adds "/scale" and
+# 16-bit models get the "_openvino_orig_weight" suffix. NNCF adds "/scale" and
 # "/zero_point" constants next to each compressed weight.
 _WEIGHT_NAME = re.compile(r"^self\.(?P<module>.+?)\.(?:_openvino_orig_weight|weight)$")
 
@@ -336,8 +336,11 @@ def _optimum_outputs(model, prompt: dict, eos_ids: list[int], max_new_tokens: in
 
 
 def _forced_stops(model, prompt_ids: list[int], eos_ids: list[int]) -> list[dict]:
-    """Force each EOS id with a logits processor; the artifact's own generation
-    config (no eos_token_id is passed) must end generation right there."""
+    """Force each EOS id with a logits processor and record what is generated.
+
+    No eos_token_id is passed, so the artifact's own generation config must
+    end generation right after the forced token.
+    """
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
 
@@ -487,8 +490,8 @@ def generate(request: dict) -> dict:
 def telemetry_status(request: dict) -> dict:
     """Return what OpenVINO's telemetry decides in a worker's environment.
 
-    The consent check runs as optimum-cli's tools run it: with and without
-    their ``disable_in_ci`` switch. Nothing is sent.
+    The consent check runs with the ``disable_in_ci`` switch that NNCF and the
+    model converter pass, and without it. Nothing is sent.
     """
     from openvino_telemetry.utils.opt_in_checker import OptInChecker
 
