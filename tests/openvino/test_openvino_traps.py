@@ -10,7 +10,6 @@ import pytest
 
 from hubquant.backends.openvino import OpenvinoBackend, resolve_compression
 from hubquant.backends.openvino_checks import check_weight_formats
-from hubquant.errors import SourceError
 from hubquant.validation import ValidationReport
 
 from openvino_helpers import check_statuses, local_job, staged_manifest
