@@ -11,6 +11,7 @@ smaller valid group size, and the result lists each layer left unquantized.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 from pathlib import Path
 
 import numpy as np
@@ -221,7 +222,7 @@ def convert(request: dict) -> dict:
     try:
         model, tokenizer, config = load(str(source), return_config=True, lazy=True)
     except ValueError as error:
-        raise StepError(f"mlx-lm cannot load the source: {error}") from None
+        raise StepError(f"mlx-lm failed to load the source: {error}") from None
     progress("convert", 1, 4)
 
     if dtype == "float16":
@@ -351,7 +352,7 @@ def evaluate(request: dict) -> dict:
     try:
         model, tokenizer, config = load(str(model_dir), return_config=True)
     except (ValueError, FileNotFoundError) as error:
-        raise StepError(f"mlx-lm cannot load {model_dir.name}: {error}") from None
+        raise StepError(f"mlx-lm failed to load {model_dir.name}: {error}") from None
     bits_per_weight = float(compute_bits_per_weight(model))
     parameters = int(get_total_parameters(model))
     layers = describe_layers(model)
@@ -400,4 +401,7 @@ def handle(request: dict) -> dict:
 
 
 if __name__ == "__main__":
+    # A crash inside MLX then leaves a Python traceback in stderr, whose tail
+    # the orchestrator puts into its error.
+    faulthandler.enable()
     serve(handle)
