@@ -16,6 +16,20 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hubquant-tests-hf-home-"))
 os.environ.pop("HF_TOKEN", None)
+
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# A loopback endpoint, set before the client is imported: a call that forgets
+# `endpoint=` reaches a test server port, never the real Hub, and the test Hub
+# contract tests bind their server to this port.
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_free_loopback_port()}"
 os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
 
 import json  # noqa: E402

@@ -148,9 +148,12 @@ def test_failed_delivery_is_retried(bot_hub, bot_alice):
 
 
 def test_unreachable_url_gives_up(bot_hub, bot_alice):
-    from conftest import free_port
+    import socket
 
-    hook = bot_hub.webhooks.add("alice", f"http://127.0.0.1:{free_port()}/gone", [{"type": "model", "name": "alice/no-receiver"}])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        unused_port = probe.getsockname()[1]
+    hook = bot_hub.webhooks.add("alice", f"http://127.0.0.1:{unused_port}/gone", [{"type": "model", "name": "alice/no-receiver"}])
     try:
         bot_alice.create_repo("alice/no-receiver")
         assert bot_hub.webhooks.wait_idle(timeout=120)
