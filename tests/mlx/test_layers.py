@@ -25,7 +25,7 @@ def odd(tiny_model, tmp_path_factory):
     work = tmp_path_factory.mktemp("odd-widths")
     # No transformers reference: the logit checks are covered elsewhere, and
     # this build checks layouts, loading and stops.
-    release = build_direct(folder, ["4bit-g128", "nvfp4"], work, None, max_file_bytes=SHARD_BYTES)
+    release = build_direct(folder, ["4bit-g128", "nvfp4", "mixed_3_6"], work, None, max_file_bytes=SHARD_BYTES)
     assert release.failed == {}, release.failed
     return folder, release, {artifact.target.precision: artifact for artifact in release.artifacts}
 
@@ -147,3 +147,21 @@ def test_fp16_rejects_weights_beyond_range(tiny_model, tmp_path):
     release = build_direct(folder, ["fp16", "bf16"], tmp_path, None)
     assert "beyond the float16 range (65504), which would become inf; choose mlx:bf16" in release.failed["mlx:fp16"]
     assert [str(artifact.target) for artifact in release.artifacts] == ["mlx:bf16"]
+
+
+def test_mixed_recipe_layout(odd):
+    _, _, artifacts = odd
+    settings = {(s["bits"], s["group_size"]): s for s in artifacts["mixed_3_6"].facts["layer_settings"]}
+    assert set(settings) == {(3, 64), (6, 64)}
+    # mlx-lm 0.32.2 gives 6 bits to lm_head and, in the last eighth of the
+    # layers, to "v_proj" paths, which Phi-3's fused qkv_proj matches.
+    assert settings[(6, 64)]["layers"] == ["lm_head", "model.layers.1.self_attn.qkv_proj"]
+    assert settings[(3, 64)]["layers"] == []
+
+
+def test_card_of_mixed_recipe(odd):
+    folder, release, artifacts = odd
+    card = _render(folder, release, artifacts["mixed_3_6"])
+    assert "mlx-lm's mixed recipe `mixed_3_6`: 3-bit and 6-bit affine, group size 64" in card
+    assert "6-bit affine, group size 64: `lm_head`, `model.layers.1.self_attn.qkv_proj`." in card
+    assert "mixed_3_6" in card.split("---")[1]
