@@ -9,11 +9,13 @@ gets its card and lands in a single commit.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import shlex
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +23,10 @@ from huggingface_hub import HfApi
 
 from hubquant import __version__
 from hubquant.backends import Backend, BuildContext, Release, get_backend
-from hubquant.errors import HubquantError, PublishError, ResourceError, SourceError, UsageError
+from hubquant.errors import HubquantError, PublishError, SourceError, UsageError
 from hubquant.progress import DOWNLOADING, PUBLISHING, Reporter
 from hubquant.publish import MANIFEST, HubPublisher, LocalPublisher, RepoPlan, plan_repo, visibility_for
-from hubquant.reference import compute_reference
+from hubquant.reference import ReferenceOutputs, compute_reference
 from hubquant.resources import available_memory, check_disk
 from hubquant.source import (
     LICENSE_FILES,
@@ -138,8 +140,13 @@ def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
             if all(_up_to_date(release, hub.sha) for release in planned):
                 return JobResult(str(ref), hub.sha, [_up_to_date_result(request, reporter, release, hub.sha) for release in planned], note)
             source = _download_hub_source(api, hub, request, work_root, targets)
+        # One reference run serves every release of the job (MLX and OpenVINO
+        # make one repo per target). It starts only when a release needs building.
+        load_reference = functools.cache(
+            lambda: _reference(source, work_root, reporter) if request.validate else None
+        )
         results = [
-            _run_release(api, request, reporter, source, release, work_root)
+            _run_release(api, request, reporter, source, release, work_root, load_reference)
             for release in planned
         ]
         return JobResult(str(ref), source.sha, results, note)
@@ -263,7 +270,15 @@ def _up_to_date_result(request: JobRequest, reporter: Reporter, planned: Planned
     return ReleaseResult(planned.name, f"{request.endpoint}/{planned.name}", [str(t) for t in planned.targets], [], {}, "up to date")
 
 
-def _run_release(api: HfApi, request: JobRequest, reporter: Reporter, source: LocalSource, planned: PlannedRelease, work_root: Path) -> ReleaseResult:
+def _run_release(
+    api: HfApi,
+    request: JobRequest,
+    reporter: Reporter,
+    source: LocalSource,
+    planned: PlannedRelease,
+    work_root: Path,
+    load_reference: Callable[[], ReferenceOutputs | None],
+) -> ReleaseResult:
     backend = planned.backend
     if _up_to_date(planned, source.sha):
         return _up_to_date_result(request, reporter, planned, source.sha)
@@ -291,7 +306,7 @@ def _run_release(api: HfApi, request: JobRequest, reporter: Reporter, source: Lo
         for path in artifact.files:
             publisher.add_file(path, path_in_repo=artifact.path_in_repo(path))
 
-    reference = _reference(source, work_root, reporter) if request.validate else None
+    reference = load_reference()
     context = BuildContext(
         source=source,
         reference=reference,

@@ -101,3 +101,21 @@ def test_all_targets_failing_leaves_no_repo(hub, alice, tmp_path, monkeypatch):
     assert result.releases[0].status == "failed"
     with pytest.raises(RepositoryNotFoundError):
         alice.model_info("alice/doomed-phi-GGUF")
+
+
+def test_reference_runs_once_per_job(tiny_model, tmp_path, monkeypatch):
+    import hubquant.pipeline as pipeline
+
+    calls = []
+    real = pipeline.compute_reference
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "compute_reference", counting)
+    folder = tiny_model("phi-3-mini-4k-instruct")
+    result = run_job(JobRequest(source=str(folder), targets=["gguf:Q8_0", "onnx:fp32"], output_dir=tmp_path))
+    assert len(result.releases) == 2
+    assert result.ok
+    assert len(calls) == 1

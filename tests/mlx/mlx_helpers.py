@@ -61,9 +61,8 @@ def reference_for(folder: Path, work: Path) -> ReferenceOutputs:
 def build_direct(folder: Path, precisions: list[str], work: Path, reference: ReferenceOutputs | None, **options) -> Release:
     """Run MlxBackend.build on a local folder with a given reference, without publishing.
 
-    The pipeline computes the transformers reference once per release repo,
-    and MLX has one repo per target; building several targets in one Release
-    shares one reference and one source run between them.
+    Building several targets in one Release shares one reference and one
+    mlx-lm run of the source between them, which keeps the tests short.
     """
     source = inspect_folder(folder)
     context = BuildContext(
