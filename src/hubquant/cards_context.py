@@ -107,26 +107,11 @@ def card_context(
                 hardware_keys.append(key)
     eos_ids = sorted(set(config_eos_ids(source)))
     llama_cpp = release.facts.get("llama_cpp", {})
-    repo_url = f"{endpoint}/{source.repo_id}" if source.repo_id else None
     return {
         "repo_id": repo_id,
         "model_name": source.model_name,
         "backend": release.backend,
-        "source": {
-            "id": source.repo_id,
-            "sha": source.sha,
-            "url": repo_url,
-            "revision_url": f"{repo_url}/tree/{source.sha}" if repo_url and source.sha else None,
-            "local": source.repo_id is None,
-            "declared_base_model": source.declared_base_model,
-            "architecture": source.architecture,
-            "parameters": source.parameters,
-            "dtype": source.dtype,
-            "license": card.get("license"),
-            "license_link": card.get("license_link"),
-            "private": source.private,
-            "gated": source.gated,
-        },
+        "source": source_context(source, endpoint),
         "files": files,
         "reference_validation": {
             "status": reference.get("status", "skipped"),
@@ -154,6 +139,27 @@ def card_context(
         },
         "memory_guidance": memory_guidance(hardware_keys),
         "source_card": card,
+    }
+
+
+def source_context(source: LocalSource, endpoint: str) -> dict:
+    """Return the card's ``source`` section: identity, links, shape and license."""
+    card = source.card_data or {}
+    url = f"{endpoint}/{source.repo_id}" if source.repo_id else None
+    return {
+        "id": source.repo_id,
+        "sha": source.sha,
+        "url": url,
+        "revision_url": f"{url}/tree/{source.sha}" if url and source.sha else None,
+        "local": source.repo_id is None,
+        "declared_base_model": source.declared_base_model,
+        "architecture": source.architecture,
+        "parameters": source.parameters,
+        "dtype": source.dtype,
+        "license": card.get("license"),
+        "license_link": card.get("license_link"),
+        "private": source.private,
+        "gated": source.gated,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from hubquant import toolchains
+from hubquant.comparison import check_against_unquantized, check_greedy_against_source, check_logits_against_source
 from hubquant.reference import ReferenceOutputs
 from hubquant.source import chat_template_of
 from hubquant.validation import ValidationReport
@@ -84,62 +85,16 @@ def _without_bos(ids: list[int], reference: ReferenceOutputs, result: dict) -> l
 
 def check_runtime_against_source(report: ValidationReport, evaluation: dict, reference: ReferenceOutputs, logit_limit: float, top1_min: float) -> None:
     comparisons = [p["comparison"] for p in evaluation["prompts"]]
-    finite = all(c["finite"] for c in comparisons)
-    max_diff = max(c["max_abs_diff"] for c in comparisons)
-    top1 = sum(c["top1_agreement"] for c in comparisons) / len(comparisons)
-    report.metrics.update({"max_abs_diff": max_diff, "top1_agreement": top1, "prompts": len(comparisons)})
-    report.add("finite logits", finite, "all logits are finite" if finite else "the file produces inf or NaN logits")
-    report.add(
-        "logits match transformers",
-        finite and max_diff <= logit_limit,
-        f"max |logit difference| {max_diff:.4g} over {len(comparisons)} prompts (limit {logit_limit})",
-    )
-    report.add("top-1 agreement with transformers", top1 >= top1_min, f"{100 * top1:.1f}% of positions (minimum {100 * top1_min:.0f}%)")
-    mismatches = []
-    near_ties = []
-    for prompt, result in zip(reference.prompts, evaluation["prompts"]):
-        produced = result["continuation"]["tokens"]
-        step = _first_difference(prompt.continuation, produced)
-        if step is None:
-            continue
-        margins = prompt.continuation_margins
-        if step < len(margins) and margins[step] <= logit_limit:
-            near_ties.append(prompt.id)
-        else:
-            mismatches.append(prompt.id)
-    report.metrics["greedy_match"] = not mismatches
-    detail = f"the same {reference.max_new_tokens} greedy tokens as transformers on every prompt"
-    if near_ties:
-        detail = (
-            f"the same greedy tokens as transformers, except after a near tie (top-2 logit gap "
-            f"within {logit_limit}) on {near_ties}"
-        )
-    if mismatches:
-        detail = f"greedy tokens differ from transformers on {mismatches}"
-    report.add("greedy continuation", not mismatches, detail)
-
-
-def _first_difference(expected: list[int], produced: list[int]) -> int | None:
-    for step, token in enumerate(expected):
-        if step >= len(produced) or produced[step] != token:
-            return step
-    return None
+    check_logits_against_source(report, comparisons, logit_limit=logit_limit, top1_min=top1_min, subject="the file")
+    continuations = [result["continuation"]["tokens"] for result in evaluation["prompts"]]
+    report.metrics["greedy_match"] = check_greedy_against_source(report, reference, continuations, logit_limit=logit_limit)
 
 
 def check_quantized(report: ValidationReport, evaluation: dict, kl_limit: float, top1_min: float) -> None:
     comparisons = [p["comparison"] for p in evaluation["prompts"]]
-    finite = all(c["finite"] for c in comparisons)
-    kl_mean = sum(c["kl_mean"] for c in comparisons) / len(comparisons)
-    kl_max = max(c["kl_max"] for c in comparisons)
-    top1 = sum(c["top1_agreement"] for c in comparisons) / len(comparisons)
-    report.metrics.update({"kl_mean": kl_mean, "kl_max": kl_max, "top1_agreement": top1, "prompts": len(comparisons)})
-    report.add("finite logits", finite, "all logits are finite" if finite else "the file produces inf or NaN logits")
-    report.add(
-        "KL divergence to the unquantized conversion",
-        finite and kl_mean <= kl_limit,
-        f"mean {kl_mean:.4g}, max {kl_max:.4g} (limit on the mean {kl_limit})",
+    check_against_unquantized(
+        report, comparisons, kl_limit=kl_limit, top1_min=top1_min, subject="the file", against="the unquantized conversion"
     )
-    report.add("top-1 agreement with the unquantized conversion", top1 >= top1_min, f"{100 * top1:.1f}% of positions (minimum {100 * top1_min:.0f}%)")
 
 
 def check_stops(report: ValidationReport, toolchain, path, context) -> None:

@@ -26,7 +26,6 @@ from hubquant.errors import SourceError, ToolchainError, UsageError
 from hubquant.progress import CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
 from hubquant.source import CONFIG_FILES, TOKENIZER_FILES, LocalSource, read_safetensors_header
 from hubquant.targets import Target
-from hubquant.validation import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -625,26 +624,6 @@ class MlxCardContext(TypedDict):
     provenance: dict[str, Any]  # hubquant_version, date, tool_versions, options, command
 
 
-def _source_info(source: LocalSource, endpoint: str) -> dict:
-    card = source.card_data or {}
-    url = f"{endpoint}/{source.repo_id}" if source.repo_id else None
-    return {
-        "id": source.repo_id,
-        "sha": source.sha,
-        "url": url,
-        "revision_url": f"{url}/tree/{source.sha}" if url and source.sha else None,
-        "local": source.repo_id is None,
-        "declared_base_model": source.declared_base_model,
-        "architecture": source.architecture,
-        "parameters": source.parameters,
-        "dtype": source.dtype,
-        "license": card.get("license"),
-        "license_link": card.get("license_link"),
-        "private": source.private,
-        "gated": source.gated,
-    }
-
-
 def _validation_entry(validation: dict, forced: bool, quantized: bool) -> dict:
     return {
         "status": "forced" if forced else validation["status"],
@@ -685,7 +664,7 @@ def card_context(
 ) -> dict:
     """Build the context of templates/mlx.md.j2 from the release's measured facts."""
     from hubquant import __version__, hardware
-    from hubquant.cards_context import _token_text, render_prompt_example
+    from hubquant.cards_context import _token_text, render_prompt_example, source_context
     from hubquant.source import chat_template_of
 
     # A repo contains one target, so its manifest has one artifact.
@@ -710,7 +689,7 @@ def card_context(
         "repo_id": repo_id,
         "model_name": source.model_name,
         "target": entry["target"],
-        "source": _source_info(source, endpoint),
+        "source": source_context(source, endpoint),
         "format": {
             "name": fmt.name,
             "quantized": fmt.quantized,

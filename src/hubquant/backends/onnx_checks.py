@@ -7,6 +7,7 @@ source (the fp32 variant) or with the fp32 variant (every other one).
 
 from __future__ import annotations
 
+from hubquant.comparison import check_against_unquantized, check_greedy_against_source, check_logits_against_source
 from hubquant.reference import CHAT_PROMPTS, ReferenceOutputs
 from hubquant.source import chat_template_of
 from hubquant.validation import ValidationReport
@@ -274,58 +275,20 @@ def check_runtime(report: ValidationReport, evaluation: dict, reference: Referen
 def check_against_source(report: ValidationReport, evaluation: dict, reference: ReferenceOutputs, logit_limit: float, top1_min: float) -> None:
     """Compare the fp32 variant with transformers: logits, top-1 and greedy tokens."""
     comparisons = [p["comparison"] for p in evaluation["prompts"]]
-    finite = all(c["finite"] for c in comparisons)
-    max_diff = max(c["max_abs_diff"] for c in comparisons)
-    top1 = sum(c["top1_agreement"] for c in comparisons) / len(comparisons)
-    report.metrics.update({"max_abs_diff": max_diff, "top1_agreement": top1, "prompts": len(comparisons)})
-    report.add("finite logits", finite, "all logits are finite" if finite else "the variant produces inf or NaN logits")
-    report.add(
-        "logits match transformers",
-        finite and max_diff <= logit_limit,
-        f"max |logit difference| {max_diff:.4g} over {len(comparisons)} prompts (limit {logit_limit})",
-    )
-    report.add("top-1 agreement with transformers", top1 >= top1_min, f"{100 * top1:.1f}% of positions (minimum {100 * top1_min:.0f}%)")
-
-    mismatches, near_ties = [], []
-    for prompt, result in zip(reference.prompts, evaluation["prompts"]):
-        step = _first_difference(prompt.continuation, result["continuation"]["tokens"])
-        if step is None:
-            continue
-        margins = prompt.continuation_margins
-        if step < len(margins) and margins[step] <= logit_limit:
-            near_ties.append(prompt.id)
-        else:
-            mismatches.append(prompt.id)
-
-    report.metrics["greedy_match"] = not mismatches
-    detail = f"the same {reference.max_new_tokens} greedy tokens as transformers on every prompt"
-    if near_ties:
-        detail = f"the same greedy tokens as transformers, except after a near tie (top-2 logit gap within {logit_limit}) on {near_ties}"
-    if mismatches:
-        detail = f"greedy tokens differ from transformers on {mismatches}"
-    report.add("greedy continuation", not mismatches, detail)
+    check_logits_against_source(report, comparisons, logit_limit=logit_limit, top1_min=top1_min, subject="the variant")
+    continuations = [result["continuation"]["tokens"] for result in evaluation["prompts"]]
+    report.metrics["greedy_match"] = check_greedy_against_source(report, reference, continuations, logit_limit=logit_limit)
 
 
 def check_against_fp32(report: ValidationReport, evaluation: dict, kl_limit: float, top1_min: float) -> None:
     """Compare a variant with the fp32 variant in onnxruntime-genai: KL and top-1."""
     comparisons = [p["comparison"] for p in evaluation["prompts"]]
-    finite = all(c["finite"] for c in comparisons)
-    kl_mean = sum(c["kl_mean"] for c in comparisons) / len(comparisons)
-    kl_max = max(c["kl_max"] for c in comparisons)
-    top1 = sum(c["top1_agreement"] for c in comparisons) / len(comparisons)
-    max_diff = max(c["max_abs_diff"] for c in comparisons)
-    report.metrics.update({"kl_mean": kl_mean, "kl_max": kl_max, "top1_agreement": top1, "max_abs_diff": max_diff, "prompts": len(comparisons)})
-    report.add("finite logits", finite, "all logits are finite" if finite else "the variant produces inf or NaN logits")
-    report.add(
-        "KL divergence to the fp32 variant",
-        finite and kl_mean <= kl_limit,
-        f"mean {kl_mean:.4g}, max {kl_max:.4g} (limit on the mean {kl_limit})",
+    check_against_unquantized(
+        report,
+        comparisons,
+        kl_limit=kl_limit,
+        top1_min=top1_min,
+        subject="the variant",
+        against="the fp32 variant",
+        record_max_abs_diff=True,
     )
-    report.add("top-1 agreement with the fp32 variant", top1 >= top1_min, f"{100 * top1:.1f}% of positions (minimum {100 * top1_min:.0f}%)")
-
-
-def _first_difference(expected: list[int], produced: list[int]) -> int | None:
-    for step, token in enumerate(expected):
-        if step >= len(produced) or produced[step] != token:
-            return step
-    return None

@@ -732,7 +732,7 @@ def card_context(
 ) -> dict:
     """Build the context of templates/openvino.md.j2 from a release's measured facts."""
     from hubquant import __version__
-    from hubquant.cards_context import _token_text, config_eos_ids, render_prompt_example
+    from hubquant.cards_context import _token_text, config_eos_ids, render_prompt_example, source_context
     from hubquant.hardware import hardware_for_target, memory_guidance
     from hubquant.source import chat_template_of
 
@@ -745,7 +745,6 @@ def card_context(
     card = source.card_data or {}
     template = chat_template_of(source.path)
     reference = release.facts.get("reference_validation") or {"status": "skipped", "checks": []}
-    repo_url = f"{endpoint}/{source.repo_id}" if source.repo_id else None
     compression = release.facts["compression"]
     weight_compression = facts.get("weight_compression", {})
     return {
@@ -755,21 +754,7 @@ def card_context(
         "target": entry["target"],
         "precision": precision,
         "quantized": PRECISIONS[precision].quantized,
-        "source": {
-            "id": source.repo_id,
-            "sha": source.sha,
-            "url": repo_url,
-            "revision_url": f"{repo_url}/tree/{source.sha}" if repo_url and source.sha else None,
-            "local": source.repo_id is None,
-            "declared_base_model": source.declared_base_model,
-            "architecture": source.architecture,
-            "parameters": source.parameters,
-            "dtype": source.dtype,
-            "license": card.get("license"),
-            "license_link": card.get("license_link"),
-            "private": source.private,
-            "gated": source.gated,
-        },
+        "source": source_context(source, endpoint),
         # One entry for the whole release, in the shape the memory partial reads.
         "files": [{"name": "all files of this release", "type": precision,
                    "size_bytes": entry["size_bytes"], "hardware": hardware}],  # fmt: skip

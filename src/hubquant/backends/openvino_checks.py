@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from hubquant import comparison
+from hubquant.comparison import check_greedy_against_source, check_logits_against_source, first_difference
 from hubquant.source import chat_template_of
 from hubquant.validation import ValidationReport
 
@@ -183,64 +185,27 @@ def check_rope_factors(report: ValidationReport, context, described: dict) -> No
 
 def check_against_source(report: ValidationReport, evaluation: dict, reference, logit_limit: float, top1_min: float) -> None:
     comparisons = [prompt["comparison"] for prompt in evaluation["prompts"]]
-    finite = all(comparison["finite"] for comparison in comparisons)
-    max_diff = max(comparison["max_abs_diff"] for comparison in comparisons)
-    top1 = sum(comparison["top1_agreement"] for comparison in comparisons) / len(comparisons)
-    report.metrics.update({"max_abs_diff": max_diff, "top1_agreement": top1, "prompts": len(comparisons)})
-    report.add("finite logits", finite, "all logits are finite" if finite else "the IR produces inf or NaN logits")
-    report.add(
-        "logits match transformers",
-        finite and max_diff <= logit_limit,
-        f"max |logit difference| {max_diff:.4g} over {len(comparisons)} prompts (limit {logit_limit})",
-    )
-    report.add("top-1 agreement with transformers", top1 >= top1_min, f"{100 * top1:.1f}% of positions (minimum {100 * top1_min:.0f}%)")
+    check_logits_against_source(report, comparisons, logit_limit=logit_limit, top1_min=top1_min, subject="the IR")
     for runtime, key in (("optimum-intel", "continuation"), ("openvino-genai", "genai_continuation")):
-        mismatches, near_ties = [], []
-        for prompt, result in zip(reference.prompts, evaluation["prompts"]):
-            step = first_difference(prompt.continuation, result[key])
-            if step is None:
-                continue
-            margins = prompt.continuation_margins
-            if step < len(margins) and margins[step] <= logit_limit:
-                near_ties.append(prompt.id)
-            else:
-                mismatches.append(prompt.id)
+        continuations = [result[key] for result in evaluation["prompts"]]
+        matched = check_greedy_against_source(
+            report, reference, continuations, logit_limit=logit_limit, name=f"greedy continuation in {runtime}"
+        )
         if runtime == "optimum-intel":
-            report.metrics["greedy_match"] = not mismatches
-        detail = f"the same {reference.max_new_tokens} greedy tokens as transformers on every prompt"
-        if near_ties:
-            detail = (
-                f"the same greedy tokens as transformers, except after a near tie (top-2 logit gap "
-                f"within {logit_limit}) on {near_ties}"
-            )
-        if mismatches:
-            detail = f"greedy tokens differ from transformers on {mismatches}"
-        report.add(f"greedy continuation in {runtime}", not mismatches, detail)
+            report.metrics["greedy_match"] = matched
 
 
 def check_against_unquantized(report: ValidationReport, evaluation: dict, kl_limit: float, top1_min: float) -> None:
     comparisons = [prompt["comparison"] for prompt in evaluation["prompts"]]
-    finite = all(comparison["finite"] for comparison in comparisons)
-    kl_mean = sum(comparison["kl_mean"] for comparison in comparisons) / len(comparisons)
-    kl_max = max(comparison["kl_max"] for comparison in comparisons)
-    top1 = sum(comparison["top1_agreement"] for comparison in comparisons) / len(comparisons)
-    max_diff = max(comparison["max_abs_diff"] for comparison in comparisons)
-    report.metrics.update({"kl_mean": kl_mean, "kl_max": kl_max, "top1_agreement": top1,
-                           "max_abs_diff": max_diff, "prompts": len(comparisons)})  # fmt: skip
-    report.add("finite logits", finite, "all logits are finite" if finite else "the IR produces inf or NaN logits")
-    report.add(
-        "KL divergence to the unquantized IR",
-        finite and kl_mean <= kl_limit,
-        f"mean {kl_mean:.4g}, max {kl_max:.4g} (limit on the mean {kl_limit})",
+    comparison.check_against_unquantized(
+        report,
+        comparisons,
+        kl_limit=kl_limit,
+        top1_min=top1_min,
+        subject="the IR",
+        against="the unquantized IR",
+        record_max_abs_diff=True,
     )
-    report.add("top-1 agreement with the unquantized IR", top1 >= top1_min, f"{100 * top1:.1f}% of positions (minimum {100 * top1_min:.0f}%)")
-
-
-def first_difference(expected: list[int], produced: list[int]) -> int | None:
-    for step, token in enumerate(expected):
-        if step >= len(produced) or produced[step] != token:
-            return step
-    return None
 
 
 def check_runtime_behaviour(report: ValidationReport, context, evaluation: dict) -> None:
