@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from hubquant.backends import backend_names
 from hubquant.hardware import targets_for

@@ -183,7 +183,7 @@ def test_card_names_hardware(downloads):
 
 def test_card_has_run_instructions(downloads):
     _, body = _card(downloads[INT4_REPO])
-    assert f'openvino_genai.LLMPipeline(path, "CPU")' in body
+    assert 'openvino_genai.LLMPipeline(path, "CPU")' in body
     assert f'OVModelForCausalLM.from_pretrained("{INT4_REPO}"' in body
 
 

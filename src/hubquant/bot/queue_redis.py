@@ -24,7 +24,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from hubquant.bot.jobs import FINISHED, QUEUED, RUNNING, JobRecord, JobSpec, mark_running
+from hubquant.bot.jobs import FINISHED, RUNNING, JobRecord, JobSpec, mark_running
 from hubquant.bot.queues import JobQueue, QueueSettings
 from hubquant.errors import UsageError
 

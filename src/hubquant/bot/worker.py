@@ -49,9 +49,10 @@ class BotWorker:
             self._running.add(record.id)
         try:
             outcome = self.runner.execute(record, lambda stage: self._set_stage(record.id, stage))
-        except Deferred as reason:
+        except Deferred as deferred:
+            reason = str(deferred)
             log.info("job %s: deferred for %.0f s: %s", record.id, DEFER_SECONDS, reason)
-            self.queue.update_running(record.id, self.worker_id, lambda job: _undo_attempt(job, DEFER_SECONDS, str(reason)))
+            self.queue.update_running(record.id, self.worker_id, lambda job: _undo_attempt(job, DEFER_SECONDS, reason))
             return None
         finally:
             with self._lock:
@@ -131,7 +132,8 @@ class BotWorker:
             outcome = self.run_record(record)
         except BaseException as error:
             # Dramatiq's time limit interrupts the thread with an exception of its own.
-            self.queue.update_running(job_id, self.worker_id, lambda job: _finish(job, Outcome(FAILED, error=f"interrupted: {error!r}")))
+            failure = Outcome(FAILED, error=f"interrupted: {error!r}")
+            self.queue.update_running(job_id, self.worker_id, lambda job: _finish(job, failure))
             raise
         if outcome is None:
             raise dramatiq.Retry("deferred: not enough budget", delay=int(DEFER_SECONDS * 1000))
