@@ -120,6 +120,46 @@ class GgufFile(TypedDict):
     hardware: list[str]  # keys of `hubquant.hardware.HARDWARE`
     quality: str
     validation: FileValidation
+    imatrix: bool  # quantized with the release's importance matrix
+    imatrix_required: bool  # a type llama.cpp quantizes only with a matrix (IQ1-IQ3, Q2_K_S)
+    output_type: str | None  # tensor type requested for output.weight
+    embedding_type: str | None  # tensor type requested for token_embd.weight
+    data_free: DataFreeComparison | None  # the same type without the matrix
+
+
+class DataFreeComparison(TypedDict):
+    """The same type quantized without the importance matrix, measured the same way."""
+
+    target: str
+    bits_per_weight: float
+    kl_mean: float
+    kl_max: float
+    top1_agreement: float
+
+
+class CalibrationTextInfo(TypedDict):
+    """The text an importance matrix was computed from."""
+
+    name: str  # corpus name, file name, or dataset id@sha
+    kind: str  # "builtin" | "file" | "dataset"
+    description: str
+    license: str | None
+    sha256: str
+    characters: int
+    documents: int
+    chat_rendered: bool  # chat turns went through the model's chat template
+
+
+class CalibrationInfo(TypedDict):
+    """The release's importance matrix and how it was computed."""
+
+    file: str
+    chunks: int
+    chunk_size: int  # tokens per chunk
+    tokens: int  # tokens in the whole calibration text
+    tokens_used: int  # chunks * chunk_size
+    min_chunks: int  # fewer chunks are rejected
+    text: CalibrationTextInfo
 
 
 class ReferenceValidation(TypedDict):
@@ -179,6 +219,7 @@ class GgufCardContext(TypedDict):
     license_files: list[str]  # LICENSE, NOTICE and similar files copied from the source
     provenance: Provenance
     memory_guidance: list[MemoryGuidanceEntry]
+    calibration: CalibrationInfo | None  # None when no file used an importance matrix
 
 
 CONTEXT_SCHEMAS: dict[str, type] = {"gguf.md.j2": GgufCardContext}

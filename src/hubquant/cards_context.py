@@ -18,14 +18,19 @@ def render_prompt_example(template: str | None, folder) -> str | None:
     """Render the chat template on a fixed conversation with the source's tokens."""
     if not template:
         return None
+    return render_conversation(template, folder, EXAMPLE_CONVERSATION, add_generation_prompt=True)
+
+
+def render_conversation(template: str, folder, messages: list[dict], *, add_generation_prompt: bool = False) -> str | None:
+    """Render ``messages`` through a chat template in a sandbox; None if the template fails."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     tokens = _special_tokens(folder)
     environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     try:
         return environment.from_string(template).render(
-            messages=EXAMPLE_CONVERSATION,
-            add_generation_prompt=True,
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
             bos_token=tokens.get("bos_token", ""),
             eos_token=tokens.get("eos_token", ""),
         )
@@ -57,14 +62,22 @@ def _token_text(folder, token: int) -> str:
 def _file_entry(entry: dict) -> dict:
     from hubquant.hardware import gguf_type_hint
 
-    precision = entry["target"].split(":", 1)[1]
-    hint = gguf_type_hint(precision)
+    from hubquant.backends.gguf import IMATRIX_TYPES, parse_variant
+
+    variant = parse_variant(entry["target"].split(":", 1)[1])
+    hint = gguf_type_hint(variant.type)
     validation = entry["validation"]
     facts = entry.get("facts", {})
     files = entry["files"]
     return {
         "name": files[0],
-        "type": precision,
+        # The file's label (Q4_K_M, or Q4_K_M-imatrix-output-Q8_0 for a variant).
+        "type": variant.file_label,
+        "imatrix": bool(facts.get("imatrix")),
+        "imatrix_required": variant.type in IMATRIX_TYPES,
+        "output_type": facts.get("output_type"),
+        "embedding_type": facts.get("embedding_type"),
+        "data_free": facts.get("data_free"),
         "size_bytes": entry["size_bytes"],
         "bits_per_weight": entry["bits_per_weight"],
         "tensor_types": facts.get("tensor_types", {}),
@@ -138,7 +151,35 @@ def card_context(
             "command": command,
         },
         "memory_guidance": memory_guidance(hardware_keys),
+        "calibration": _calibration_context(artifacts),
         "source_card": card,
+    }
+
+
+def _calibration_context(artifacts: list[dict]) -> dict | None:
+    """Return what the card says about the importance matrix, or None when no file used one."""
+    used = [entry["facts"]["imatrix"] for entry in artifacts if entry.get("facts", {}).get("imatrix")]
+    if not used:
+        return None
+    imatrix = used[0]
+    calibration = imatrix["calibration"]
+    return {
+        "file": imatrix["file"],
+        "chunks": imatrix["chunks"],
+        "chunk_size": imatrix["chunk_size"],
+        "tokens": imatrix["tokens"],
+        "tokens_used": imatrix["tokens_used"],
+        "min_chunks": imatrix["min_chunks"],
+        "text": {
+            "name": calibration["name"],
+            "kind": calibration["kind"],
+            "description": calibration["description"],
+            "license": calibration["license"],
+            "sha256": calibration["sha256"],
+            "characters": calibration["characters"],
+            "documents": calibration["documents"],
+            "chat_rendered": calibration["chat_rendered"],
+        },
     }
 
 

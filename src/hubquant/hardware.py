@@ -129,7 +129,7 @@ HARDWARE: dict[str, Hardware] = {
                 " for Adreno GPUs is optimised for it."
             ),
             targets=("gguf:Q4_0", "gguf:Q4_K_M", "gguf:IQ4_XS", "onnx:int4"),
-            also_runs=("gguf:Q3_K_M", "gguf:Q2_K"),
+            also_runs=("gguf:Q3_K_M", "gguf:Q2_K", "gguf:IQ3_M", "gguf:IQ2_M"),
             memory=MemoryGuidance(
                 typical_memory="4-16 GB of RAM, shared with the OS and other apps",
                 memory_pool="the RAM the OS leaves to one app",
@@ -147,7 +147,7 @@ HARDWARE: dict[str, Hardware] = {
                 " runs on the CPU, where Q4_0 is repacked for the ARM kernels."
             ),
             targets=("gguf:Q4_0", "gguf:Q4_K_M", "gguf:IQ4_XS", "onnx:int4"),
-            also_runs=("gguf:Q3_K_M", "gguf:Q2_K"),
+            also_runs=("gguf:Q3_K_M", "gguf:Q2_K", "gguf:IQ3_M", "gguf:IQ2_M"),
             memory=MemoryGuidance(
                 typical_memory="2-16 GB of RAM",
                 memory_pool="free RAM",
@@ -278,6 +278,8 @@ HARDWARE: dict[str, Hardware] = {
                 "gguf:IQ4_XS",
                 "gguf:Q3_K_M",
                 "gguf:Q2_K",
+                "gguf:IQ3_M",
+                "gguf:IQ2_M",
                 "gguf:F16",
                 "onnx:int8",
                 "onnx:fp32",
@@ -312,6 +314,17 @@ GGUF_QUALITY = {
     "Q3_K_M": "small and clearly lower in quality, for devices where 4-bit does not fit",
     "Q3_K_S": "small, lower quality than Q3_K_M",
     "Q2_K": "smallest, noticeably lower quality",
+    "Q2_K_S": "smaller than Q2_K, needs an importance matrix",
+    "IQ3_M": "3.66-bit type built with an importance matrix, smaller than Q3_K_M",
+    "IQ3_S": "3.44-bit type built with an importance matrix",
+    "IQ3_XS": "3.3-bit type built with an importance matrix",
+    "IQ3_XXS": "3.06-bit type built with an importance matrix, smaller than Q3_K_S",
+    "IQ2_M": "2.7-bit type built with an importance matrix, clearly lower quality",
+    "IQ2_S": "2.5-bit type built with an importance matrix, clearly lower quality",
+    "IQ2_XS": "2.31-bit type built with an importance matrix, low quality",
+    "IQ2_XXS": "2.06-bit type built with an importance matrix, low quality",
+    "IQ1_M": "1.75-bit type built with an importance matrix, for experiments and very large models only",
+    "IQ1_S": "1.56-bit type built with an importance matrix, for experiments and very large models only",
 }
 
 UNKNOWN_GGUF_QUALITY = "no quality note for this type, so compare the validation numbers below"

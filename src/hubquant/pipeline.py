@@ -23,6 +23,7 @@ from huggingface_hub import HfApi
 
 from hubquant import __version__
 from hubquant.backends import Backend, BuildContext, Release, get_backend
+from hubquant.calibration import CalibrationOptions, CalibrationText
 from hubquant.errors import HubquantError, PublishError, SourceError, UsageError
 from hubquant.progress import DOWNLOADING, PUBLISHING, Reporter
 from hubquant.publish import MANIFEST, HubPublisher, LocalPublisher, RepoPlan, plan_repo, visibility_for
@@ -69,6 +70,11 @@ class JobRequest:
     # Only benchmarks turn this off, to time conversion alone; the CLI has no
     # flag for it, so every published artifact is validated.
     validate: bool = True
+    # Calibration text for importance matrices: a local .txt/.jsonl file or a
+    # Hub dataset id (ID or ID@REVISION); neither means hubquant's own corpus.
+    calibration_file: Path | None = None
+    calibration_dataset: str | None = None
+    calibration_options: CalibrationOptions = field(default_factory=CalibrationOptions)
 
 
 @dataclass
@@ -116,6 +122,7 @@ def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
     targets = parse_targets(request.targets)
     if not targets:
         raise UsageError("no targets given; add one such as --target gguf:Q4_K_M")
+    _check_calibration_request(request)
     api = make_api(request)
     ref = parse_source(request.source, endpoint=request.endpoint)
 
@@ -145,8 +152,9 @@ def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
         load_reference = functools.cache(
             lambda: _reference(source, work_root, reporter) if request.validate else None
         )
+        load_calibration = functools.cache(lambda: _calibration(api, request, source, work_root, reporter))
         results = [
-            _run_release(api, request, reporter, source, release, work_root, load_reference)
+            _run_release(api, request, reporter, source, release, work_root, load_reference, load_calibration)
             for release in planned
         ]
         return JobResult(str(ref), source.sha, results, note)
@@ -278,6 +286,7 @@ def _run_release(
     planned: PlannedRelease,
     work_root: Path,
     load_reference: Callable[[], ReferenceOutputs | None],
+    load_calibration: Callable[[], CalibrationText],
 ) -> ReleaseResult:
     backend = planned.backend
     if _up_to_date(planned, source.sha):
@@ -317,12 +326,16 @@ def _run_release(
         on_artifact=on_artifact,
         threads=request.threads,
         validate=request.validate,
+        calibration=load_calibration,
+        calibration_options=request.calibration_options,
     )
     try:
         backend.build(context, release)
         if not release.artifacts:
             publisher.abort()
             return ReleaseResult(planned.name, "", [str(t) for t in targets], [], release.failed, "failed", validation=release.facts.get("reference_validation", {}))
+        for path in release.shared_files:
+            publisher.add_file(path)
         card, manifest_data = _card_and_manifest(request, source, release, previous, publisher)
         _add_license_files(publisher, source)
         publisher.add_bytes("README.md", card.encode())
@@ -330,6 +343,7 @@ def _run_release(
         keep = {"README.md", MANIFEST, *_license_names(source)}
         for entry in manifest_data["artifacts"]:
             keep.update(entry["files"])
+            keep.update(entry.get("shared_files", []))
         message = f"Release {', '.join(str(a.target) for a in release.artifacts)} of {source.base_model or source.model_name}"
         description = f"Built by hubquant {__version__} from {source.repo_id or 'a local folder'} at commit {source.sha or 'n/a'}."
         publisher.commit(message[:200], description, keep)
@@ -362,6 +376,33 @@ def _reference(source: LocalSource, work_root: Path, reporter: Reporter):
     return compute_reference(source.path, work_root / "reference", has_chat_template=chat_template_of(source.path) is not None)
 
 
+def _uses(artifact, path: Path) -> bool:
+    imatrix = artifact.facts.get("imatrix")
+    return bool(imatrix) and imatrix.get("file") == path.name
+
+
+def _check_calibration_request(request: JobRequest) -> None:
+    if request.calibration_file is not None and request.calibration_dataset:
+        raise UsageError("give either --calibration FILE or --calibration-dataset ID, not both")
+    if request.calibration_file is not None and not Path(request.calibration_file).is_file():
+        raise UsageError(f"calibration file {str(request.calibration_file)!r} not found; pass an existing .txt or .jsonl file")
+
+
+def _calibration(api: HfApi, request: JobRequest, source: LocalSource, work_root: Path, reporter: Reporter) -> CalibrationText:
+    from hubquant import calibration
+
+    template = chat_template_of(source.path)
+    if request.calibration_file is not None:
+        text = calibration.text_file(Path(request.calibration_file), template, source.path)
+    elif request.calibration_dataset:
+        reporter.message(f"downloading the calibration dataset {request.calibration_dataset}")
+        text = calibration.hub_dataset(api, request.calibration_dataset, work_root / "calibration", template, source.path)
+    else:
+        text = calibration.builtin_corpus(template, source.path)
+    reporter.message(f"calibration text: {text.description} ({len(text.text)} characters)")
+    return text
+
+
 def _license_names(source: LocalSource) -> list[str]:
     import fnmatch
 
@@ -383,6 +424,8 @@ def _card_and_manifest(request: JobRequest, source: LocalSource, release: Releas
             "bits_per_weight": artifact.bits_per_weight,
             "facts": artifact.facts,
             "validation": artifact.validation.to_dict(),
+            # Repo files this artifact needs beside its own, such as the importance matrix.
+            "shared_files": [path.name for path in release.shared_files if _uses(artifact, path)],
         }
         for artifact in release.artifacts
     ] + previous

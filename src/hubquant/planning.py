@@ -68,6 +68,10 @@ def make_plan(request: JobRequest) -> dict:
         entry["files"].append(
             {"target": str(target), "name": file_name, "estimated_bytes": backend.estimate_bytes(parameters, target)}
         )
+        for shared in getattr(backend, "shared_file_names", lambda *_: [])(base, [target]):
+            if all(item["name"] != shared for item in entry["files"]):
+                # The importance matrix: one float per input column of each weight, negligible here.
+                entry["files"].append({"target": str(target), "name": shared, "estimated_bytes": 0})
     disk = estimate_job_bytes(source_bytes, parameters, targets)
     return {
         "source": str(ref),

@@ -17,6 +17,7 @@ log = logging.getLogger("hubquant")
 QUEUED = "queued"
 DOWNLOADING = "downloading"
 CONVERTING = "converting"
+CALIBRATING = "calibrating"  # computing an importance matrix from calibration text
 QUANTIZING = "quantizing"
 VALIDATING = "validating"
 PUBLISHING = "publishing"

@@ -97,6 +97,11 @@ def build_gguf_context() -> dict:
                 "parts": [],
                 "hardware": hardware.gguf_type_hint("Q4_K_M").hardware,
                 "quality": hardware.gguf_type_hint("Q4_K_M").quality,
+                "imatrix": False,
+                "imatrix_required": False,
+                "output_type": None,
+                "embedding_type": None,
+                "data_free": None,
                 "validation": {
                     "status": "passed",
                     "checks": _file_checks("mean 0.0412 <= 0.1, max 1.93 <= 5"),
@@ -119,6 +124,11 @@ def build_gguf_context() -> dict:
                 ],
                 "hardware": hardware.gguf_type_hint("Q8_0").hardware,
                 "quality": hardware.gguf_type_hint("Q8_0").quality,
+                "imatrix": False,
+                "imatrix_required": False,
+                "output_type": None,
+                "embedding_type": None,
+                "data_free": None,
                 "validation": {
                     "status": "passed",
                     "checks": _file_checks("mean 0.0017 <= 0.1, max 0.088 <= 5"),
@@ -138,6 +148,11 @@ def build_gguf_context() -> dict:
                 "parts": [],
                 "hardware": hardware.gguf_type_hint("Q4_0").hardware,
                 "quality": hardware.gguf_type_hint("Q4_0").quality,
+                "imatrix": False,
+                "imatrix_required": False,
+                "output_type": None,
+                "embedding_type": None,
+                "data_free": None,
                 "validation": {
                     "status": "forced",
                     "checks": _file_checks("mean 0.1240 > 0.1", kl_status="failed"),
@@ -181,5 +196,6 @@ def build_gguf_context() -> dict:
             ),
         },
         "memory_guidance": hardware.memory_guidance(HARDWARE_KEYS),
+        "calibration": None,
     }
 

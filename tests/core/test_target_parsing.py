@@ -16,10 +16,52 @@ def test_gguf_type_parses(type_name):
     assert parse_target(f"gguf:{type_name.lower()}") == Target("gguf", type_name)
 
 
-@pytest.mark.parametrize("type_name", ["IQ2_XXS", "IQ1_S", "IQ3_XXS", "IQ3_M", "IQ2_M"])
-def test_imatrix_type_rejected(type_name):
-    with pytest.raises(UsageError, match="needs an importance matrix"):
-        parse_target(f"gguf:{type_name}")
+IMATRIX_ONLY = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S",
+                "IQ3_M", "Q2_K_S"]  # fmt: skip
+
+
+@pytest.mark.parametrize("type_name", IMATRIX_ONLY)
+def test_imatrix_type_parses(type_name):
+    assert parse_target(f"gguf:{type_name.lower()}") == Target("gguf", type_name)
+
+
+@pytest.mark.parametrize("type_name", IMATRIX_ONLY)
+def test_imatrix_type_implies_matrix(type_name):
+    from hubquant.backends.gguf import parse_variant
+
+    assert parse_target(f"gguf:{type_name}:imatrix") == Target("gguf", type_name)
+    assert parse_variant(type_name).imatrix
+
+
+@pytest.mark.parametrize(
+    ("text", "precision", "label"),
+    [
+        ("gguf:q4_k_m:imatrix", "Q4_K_M:imatrix", "Q4_K_M-imatrix"),
+        ("gguf:Q4_K_M:embeddings=q8_0,output=Q8_0", "Q4_K_M:output=Q8_0,embeddings=Q8_0", "Q4_K_M-output-Q8_0-embeddings-Q8_0"),
+        ("gguf:IQ2_M:output=Q6_K", "IQ2_M:output=Q6_K", "IQ2_M-output-Q6_K"),
+        ("gguf:Q3_K_M: imatrix , output=Q8_0", "Q3_K_M:imatrix,output=Q8_0", "Q3_K_M-imatrix-output-Q8_0"),
+    ],
+)
+def test_gguf_options_canonical(text, precision, label):
+    from hubquant.backends.gguf import parse_variant
+
+    target = parse_target(text)
+    assert target.precision == precision
+    assert parse_variant(target.precision).file_label == label
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("gguf:Q4_K_M:imatrx", "unknown option 'imatrx'"),
+        ("gguf:Q4_K_M:output=Q9_K", "unknown tensor type 'Q9_K' for output"),
+        ("gguf:Q4_K_M:output", "unknown option 'output'"),
+        ("gguf:F16:imatrix", "no effect on the unquantized type F16"),
+    ],
+)
+def test_gguf_bad_option_rejected(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_target(text)
 
 
 def test_unknown_type_lists_known():

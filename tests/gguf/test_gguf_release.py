@@ -151,9 +151,9 @@ def test_missing_source_error(hub, tmp_path):
 
 
 def test_bad_target_error(hub, tmp_path):
-    result = run_cli(["run", "microsoft/Phi-3-mini-4k-instruct", "--target", "gguf:IQ2_XXS"], hub=hub, cwd=tmp_path)
+    result = run_cli(["run", "microsoft/Phi-3-mini-4k-instruct", "--target", "gguf:Q4_K_M:imatrx"], hub=hub, cwd=tmp_path)
     assert result.returncode == 2
-    assert "needs an importance matrix" in result.stderr
+    assert "unknown option 'imatrx'" in result.stderr
 
 
 def test_bob_cannot_see_private_release(hub):

@@ -124,8 +124,8 @@ def test_check_targets_normalises_and_rejects():
     assert check_targets(["gguf:q8_0", "gguf:Q8_0", "gguf:q4_k_m"]) == ["gguf:Q8_0", "gguf:Q4_K_M"]
     with pytest.raises(UsageError, match="no targets chosen"):
         check_targets([])
-    with pytest.raises(UsageError, match="needs an importance matrix"):
-        check_targets(["gguf:IQ2_XS"])
+    with pytest.raises(UsageError, match="unknown GGUF type 'IQ9_XS'"):
+        check_targets(["gguf:IQ9_XS"])
 
 
 def test_cli_for_matches_space_choice(hub, space_sources, tmp_path):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from hubquant.calibration import CalibrationOptions, CalibrationText
 from hubquant.progress import Reporter
 from hubquant.reference import ReferenceOutputs
 from hubquant.source import LocalSource
@@ -46,6 +47,8 @@ class Release:
     artifacts: list[Artifact] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
+    # Files the repo holds beside the artifacts' own (a GGUF importance matrix).
+    shared_files: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +64,9 @@ class BuildContext:
     on_artifact: Callable[[Release, Artifact], None] | None = None
     threads: int = 0
     validate: bool = True
+    # Loads the job's calibration text on first use; None where the job has none.
+    calibration: Callable[[], CalibrationText] | None = None
+    calibration_options: CalibrationOptions = field(default_factory=CalibrationOptions)
 
 
 class Backend(Protocol):

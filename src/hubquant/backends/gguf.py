@@ -14,7 +14,7 @@ from pathlib import Path
 from hubquant import toolchains
 from hubquant.backends.base import Artifact, BuildContext, Release
 from hubquant.errors import SourceError, ToolchainError, UsageError
-from hubquant.progress import CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
+from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
 from hubquant.targets import Target
 from hubquant.validation import ValidationReport
 
@@ -60,6 +60,22 @@ GGUF_TYPES = {
         GgufType("Q3_K_M", 3.91, 2.5, 0.15),
         GgufType("Q3_K_S", 3.5, 2.5, 0.15),
         GgufType("Q2_K", 3.0, 8.0, 0.02),
+        # Types that the quantizer runs only with an importance matrix. Nominal
+        # sizes from llama-quantize's type list (Q2_K_S: 2.96 GB for an 8B Llama).
+        # Their top-1 agreement on the tiny random models is near zero (0.9% for
+        # IQ2_XS), so only the KL limit, at two to three times the measured mean,
+        # bounds them.
+        GgufType("IQ3_M", 3.66, 3.0, 0.0),
+        GgufType("IQ3_S", 3.44, 4.0, 0.0),
+        GgufType("IQ3_XS", 3.3, 4.0, 0.0),
+        GgufType("IQ3_XXS", 3.06, 5.0, 0.0),
+        GgufType("Q2_K_S", 2.95, 10.0, 0.0),
+        GgufType("IQ2_M", 2.7, 6.0, 0.0),
+        GgufType("IQ2_S", 2.5, 6.0, 0.0),
+        GgufType("IQ2_XS", 2.31, 10.0, 0.0),
+        GgufType("IQ2_XXS", 2.06, 10.0, 0.0),
+        GgufType("IQ1_M", 1.75, 12.0, 0.0),
+        GgufType("IQ1_S", 1.56, 12.0, 0.0),
     ]
 }
 UNQUANTIZED = ("F32", "F16", "BF16")
@@ -68,6 +84,80 @@ IMATRIX_TYPES = (
     "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS",
     "IQ3_S", "IQ3_M", "Q2_K_S",
 )  # fmt: skip
+# Tensor types that --target options may give the output and token-embedding tensors.
+TENSOR_TYPES = (
+    "F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q5_1", "Q4_K", "Q4_0", "Q4_1",
+    "Q3_K", "Q2_K", "IQ4_NL", "IQ4_XS",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GgufVariant:
+    """A GGUF target: a file type, whether an importance matrix is used, and tensor-type overrides."""
+
+    type: str
+    imatrix: bool = False
+    output_type: str | None = None
+    embedding_type: str | None = None
+
+    @property
+    def precision(self) -> str:
+        """The canonical target text after ``gguf:``, for example ``Q4_K_M:imatrix,output=Q8_0``."""
+        options = []
+        if self.imatrix and self.type not in IMATRIX_TYPES:
+            options.append("imatrix")
+        if self.output_type:
+            options.append(f"output={self.output_type}")
+        if self.embedding_type:
+            options.append(f"embeddings={self.embedding_type}")
+        return f"{self.type}:{','.join(options)}" if options else self.type
+
+    @property
+    def file_label(self) -> str:
+        """The part of the file name after the model name: ``Q4_K_M-imatrix-output-Q8_0``."""
+        parts = [self.type]
+        if self.imatrix and self.type not in IMATRIX_TYPES:
+            parts.append("imatrix")
+        if self.output_type:
+            parts.append(f"output-{self.output_type}")
+        if self.embedding_type:
+            parts.append(f"embeddings-{self.embedding_type}")
+        return "-".join(parts)
+
+    @property
+    def plain(self) -> bool:
+        return not (self.imatrix or self.output_type or self.embedding_type)
+
+
+def parse_variant(precision: str) -> GgufVariant:
+    """Parse ``TYPE[:OPTION,...]``; options are ``imatrix``, ``output=TYPE`` and ``embeddings=TYPE``."""
+    name, _, option_text = precision.strip().partition(":")
+    type_name = name.strip().upper()
+    if type_name not in GGUF_TYPES:
+        known = ", ".join(GGUF_TYPES)
+        raise UsageError(f"unknown GGUF type {name!r}; known types: {known}")
+    imatrix = type_name in IMATRIX_TYPES
+    overrides: dict[str, str] = {}
+    for option in filter(None, (part.strip() for part in option_text.split(","))):
+        key, equals, value = option.partition("=")
+        key = key.strip().lower()
+        if key == "imatrix" and not equals:
+            if type_name in UNQUANTIZED:
+                raise UsageError(f"gguf:{precision}: an importance matrix has no effect on the unquantized type {type_name}")
+            imatrix = True
+        elif key in ("output", "embeddings") and equals:
+            tensor_type = value.strip().upper()
+            if tensor_type not in TENSOR_TYPES:
+                raise UsageError(
+                    f"gguf:{precision}: unknown tensor type {value!r} for {key}; use one of {', '.join(TENSOR_TYPES)}"
+                )
+            overrides[key] = tensor_type
+        else:
+            raise UsageError(
+                f"gguf:{precision}: unknown option {option!r}; use imatrix, output=TYPE or embeddings=TYPE "
+                "(for example gguf:Q4_K_M:imatrix,output=Q8_0)"
+            )
+    return GgufVariant(type_name, imatrix, overrides.get("output"), overrides.get("embeddings"))
 
 # Architectures whose llama.cpp conversion the test suite validates against
 # transformers. PhiMoEForCausalLM is left out: llama.cpp b11312 converts it, but
@@ -96,16 +186,7 @@ class GgufBackend:
     library_name = "gguf"
 
     def normalize_precision(self, precision: str) -> str:
-        name = precision.strip().upper()
-        if name in GGUF_TYPES:
-            return name
-        if name in IMATRIX_TYPES:
-            raise UsageError(
-                f"GGUF type {name} needs an importance matrix, which this run does not "
-                "compute; choose IQ4_XS or a K-quant such as Q3_K_M instead"
-            )
-        known = ", ".join(GGUF_TYPES)
-        raise UsageError(f"unknown GGUF type {precision!r}; known types: {known}")
+        return parse_variant(precision).precision
 
     def supported_architectures(self) -> frozenset[str]:
         return ARCHITECTURES
@@ -116,11 +197,17 @@ class GgufBackend:
     def release_name(self, model_name: str, target: Target) -> str:
         return self.repo_name(model_name)
 
-    def file_name(self, model_name: str, type_name: str) -> str:
-        return f"{model_name}-{type_name}.gguf"
+    def file_name(self, model_name: str, precision: str) -> str:
+        return f"{model_name}-{parse_variant(precision).file_label}.gguf"
+
+    def shared_file_names(self, model_name: str, targets: list[Target]) -> list[str]:
+        """Return the files a release of these targets holds beside theirs: the importance matrix."""
+        if any(parse_variant(target.precision).imatrix for target in targets):
+            return [f"{model_name}.imatrix.gguf"]
+        return []
 
     def estimate_bytes(self, parameters: int, target: Target) -> int:
-        return int(parameters * GGUF_TYPES[target.precision].nominal_bpw / 8)
+        return int(parameters * GGUF_TYPES[parse_variant(target.precision).type].nominal_bpw / 8)
 
     # --- build ---------------------------------------------------------------
 
@@ -161,12 +248,36 @@ class GgufBackend:
                 self._fail(context, release, target, reason)
             return
 
+        ordered = list(release.targets)
+        imatrix = None
+        needing = [target for target in ordered if parse_variant(target.precision).imatrix]
+        if needing:
+            from hubquant.backends import gguf_imatrix
+
+            for target in needing:
+                context.reporter.step(self._key(release, target), CALIBRATING)
+            try:
+                imatrix = gguf_imatrix.compute(
+                    context, toolchain, intermediate, work, model_name, on_event=_progress_forwarder(context)
+                )
+            except (ToolchainError, SourceError, UsageError) as error:
+                for target in needing:
+                    self._fail(context, release, target, f"importance matrix: {error}")
+                ordered = [target for target in ordered if target not in needing]
+            else:
+                release.facts["imatrix"] = imatrix["facts"]
+
         # The intermediate's own type is produced last, by moving the file, so the
         # disk never holds a second copy of it.
-        ordered = sorted(release.targets, key=lambda t: t.precision == intermediate["type"])
+        ordered.sort(key=lambda t: t.precision == intermediate["type"])
         for target in ordered:
-            self._build_target(context, toolchain, release, target, intermediate, work, model_name)
+            self._build_target(context, toolchain, release, target, intermediate, work, model_name, imatrix)
         intermediate["path"].unlink(missing_ok=True)
+        if imatrix is not None:
+            if any(artifact.facts.get("imatrix") for artifact in release.artifacts):
+                release.shared_files.append(imatrix["path"])
+            else:
+                imatrix["path"].unlink(missing_ok=True)
 
     def _key(self, release: Release, target: Target) -> str:
         return f"{release.repo_name} {target}"
@@ -325,18 +436,18 @@ class GgufBackend:
         )
         return report
 
-    def validate_quantized(self, context, toolchain, described: dict, type_name: str, intermediate_logits: dict[str, str], work: Path) -> ValidationReport:
+    def validate_quantized(self, context, toolchain, described: dict, variant: GgufVariant, intermediate_logits: dict[str, str], work: Path) -> ValidationReport:
         """Check a quantized file against the unquantized conversion's logits."""
         from hubquant.backends.gguf_checks import check_metadata, check_quantized, check_stops
 
         report = ValidationReport()
-        limits = GGUF_TYPES[type_name]
+        limits = GGUF_TYPES[variant.type]
         try:
             if context.reference is None:
                 report.skip("runtime comparison", "the transformers reference run was skipped for lack of memory; the file was checked with a memory-mapped llama.cpp run only")
                 check_metadata(report, described, context)
             else:
-                evaluation = self._evaluate(toolchain, described["path"], context, work / f"eval-{type_name}", intermediate_logits)
+                evaluation = self._evaluate(toolchain, described["path"], context, work / f"eval-{variant.file_label}", intermediate_logits)
                 check_metadata(report, described, context, evaluation=evaluation)
                 check_quantized(report, evaluation, limits.kl_mean_limit, limits.top1_min)
             check_stops(report, toolchain, described["path"], context)
@@ -359,12 +470,13 @@ class GgufBackend:
             report.add("loads and runs in llama.cpp", False, str(error))
         return report
 
-    def _build_target(self, context, toolchain, release: Release, target: Target, intermediate: dict, work: Path, model_name: str) -> None:
+    def _build_target(self, context, toolchain, release: Release, target: Target, intermediate: dict, work: Path, model_name: str, imatrix: dict | None = None) -> None:
         key = self._key(release, target)
-        type_name = target.precision
-        out_path = work / self.file_name(model_name, type_name)
+        variant = parse_variant(target.precision)
+        type_name = variant.type
+        out_path = work / self.file_name(model_name, target.precision)
         try:
-            if type_name == intermediate["type"]:
+            if target.precision == intermediate["type"]:
                 shutil.move(intermediate["path"], out_path)
                 description = {k: intermediate[k] for k in ("tensor_types", "tensor_bytes", "parameters", "bits_per_weight", "metadata", "tensors")}
                 description["fallbacks"] = []
@@ -372,18 +484,7 @@ class GgufBackend:
                 if type_name == "F16":
                     self._check_f16_range(toolchain, intermediate)
                 context.reporter.step(key, QUANTIZING)
-                description = toolchains.run_step(
-                    toolchain,
-                    "gguf",
-                    {
-                        "op": "quantize",
-                        "input": str(intermediate["path"]),
-                        "output": str(out_path),
-                        "type": type_name,
-                        "threads": context.threads,
-                        "kv_overrides": intermediate["overrides"],
-                    },
-                ).data
+                description = self._quantize(context, toolchain, intermediate, out_path, variant, imatrix)
         except (ToolchainError, SourceError) as error:
             self._fail(context, release, target, str(error))
             return
@@ -393,15 +494,23 @@ class GgufBackend:
         if not context.validate:
             report = ValidationReport()
             report.skip("validation", "turned off for a benchmark run")
-        elif type_name == intermediate["type"]:
+        elif target.precision == intermediate["type"]:
             report = self.validate_copy_of_intermediate(context, toolchain, described, release)
         else:
-            report = self.validate_quantized(context, toolchain, described, type_name, intermediate.get("logits", {}), work)
+            report = self.validate_quantized(context, toolchain, described, variant, intermediate.get("logits", {}), work)
+            check_variant_layout(report, described, variant, imatrix["facts"] if imatrix else None)
 
         if not report.passed and not context.force:
             out_path.unlink(missing_ok=True)
             self._fail(context, release, target, f"validation failed: {report.summary()}")
             return
+
+        data_free = None
+        if variant.imatrix and variant.type not in IMATRIX_TYPES and context.validate and context.reference is not None:
+            try:
+                data_free = self._data_free_comparison(context, toolchain, intermediate, variant, work)
+            except ToolchainError as error:
+                log.warning("the data-free comparison for %s failed: %s", target, error)
 
         files = [out_path]
         if out_path.stat().st_size > context.max_file_bytes:
@@ -422,12 +531,50 @@ class GgufBackend:
                 "fallbacks": description.get("fallbacks", []),
                 "split": len(files) > 1,
                 "forced": not report.passed,
+                "output_type": variant.output_type,
+                "embedding_type": variant.embedding_type,
+                "imatrix": imatrix["facts"] if variant.imatrix and imatrix else None,
+                "data_free": data_free,
             },
         )
         release.artifacts.append(artifact)
         if context.on_artifact is not None:
             context.on_artifact(release, artifact)
         context.reporter.step(key, DONE, "" if report.passed else "published despite failed checks (--force)")
+
+    def _quantize(self, context, toolchain, intermediate: dict, out_path: Path, variant: GgufVariant, imatrix: dict | None) -> dict:
+        request = {
+            "op": "quantize",
+            "input": str(intermediate["path"]),
+            "output": str(out_path),
+            "type": variant.type,
+            "threads": context.threads,
+            "kv_overrides": intermediate["overrides"],
+            "output_tensor_type": variant.output_type,
+            "token_embedding_type": variant.embedding_type,
+        }
+        if variant.imatrix:
+            assert imatrix is not None, "importance-matrix variants are built only after the matrix"
+            request["imatrix"] = str(imatrix["path"])
+        return toolchains.run_step(toolchain, "gguf", request).data
+
+    def _data_free_comparison(self, context, toolchain, intermediate: dict, variant: GgufVariant, work: Path) -> dict:
+        """Quantize the same type without the matrix and measure it the same way, for the card."""
+        plain = GgufVariant(variant.type, False, variant.output_type, variant.embedding_type)
+        path = work / f"data-free-{plain.file_label}.gguf"
+        try:
+            described = self._quantize(context, toolchain, intermediate, path, plain, None)
+            evaluation = self._evaluate(toolchain, path, context, work / f"eval-data-free-{plain.file_label}", intermediate.get("logits", {}))
+        finally:
+            path.unlink(missing_ok=True)
+        comparisons = [prompt["comparison"] for prompt in evaluation["prompts"]]
+        return {
+            "target": f"gguf:{plain.precision}",
+            "bits_per_weight": described["bits_per_weight"],
+            "kl_mean": sum(c["kl_mean"] for c in comparisons) / len(comparisons),
+            "kl_max": max(c["kl_max"] for c in comparisons),
+            "top1_agreement": sum(c["top1_agreement"] for c in comparisons) / len(comparisons),
+        }
 
     def _check_f16_range(self, toolchain, intermediate: dict) -> None:
         if intermediate["type"] == "F16":
@@ -513,3 +660,22 @@ def _token_texts(folder: Path) -> dict[int, str]:
         for token, entry in json.loads(config.read_text()).get("added_tokens_decoder", {}).items():
             texts[int(token)] = entry.get("content", "")
     return texts
+
+
+def check_variant_layout(report: ValidationReport, described: dict, variant: GgufVariant, imatrix: dict | None) -> None:
+    """Check that the file records its importance matrix and has the requested tensor types."""
+    metadata = described["metadata"]
+    if variant.imatrix and imatrix is not None:
+        recorded = (metadata.get("quantize.imatrix.file"), metadata.get("quantize.imatrix.chunks_count"))
+        expected = (imatrix["file"], imatrix["chunks"])
+        report.add(
+            "importance matrix recorded",
+            recorded == expected,
+            f"quantize.imatrix.* names {expected[0]} over {expected[1]} chunks" if recorded == expected
+            else f"quantize.imatrix.file and chunks_count are {recorded}, expected {expected}",
+        )  # fmt: skip
+    types = {tensor["name"]: tensor["type"] for tensor in described["tensors"]}
+    for option, name in ((variant.output_type, "output.weight"), (variant.embedding_type, "token_embd.weight")):
+        if option is None or name not in types:
+            continue
+        report.add(f"{name} type", types[name] == option, f"{name} is {types[name]} (requested {option})")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from hubquant.calibration import CalibrationOptions
 from hubquant.cli.logs import register_secret
 from hubquant.hardware import HARDWARE
 
@@ -38,6 +39,17 @@ def _common_options(function):
                      help="Largest single file in GB; bigger GGUF files are split (the Hub's limit is 50)."),
         click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder for temporary files (default: the system temp folder)."),
         click.option("--threads", type=int, default=0, help="CPU threads for quantizing and validation (0: all cores)."),
+        click.option("--calibration", "calibration_file", type=click.Path(path_type=Path, dir_okay=False),
+                     help="Calibration text for importance matrices: a .txt file, or .jsonl lines with a \"text\" "
+                     "string or a \"messages\" list (default: hubquant's own public-domain corpus)."),
+        click.option("--calibration-dataset", metavar="ID[@REVISION]",
+                     help="Hub dataset whose .txt and .jsonl files are the calibration text."),
+        click.option("--imatrix-chunk-size", type=int, default=CalibrationOptions.chunk_size, show_default=True,
+                     help="Tokens per chunk of calibration text for the importance matrix."),
+        click.option("--imatrix-min-chunks", type=int, default=CalibrationOptions.min_chunks, show_default=True,
+                     help="Reject an importance matrix computed over fewer chunks than this."),
+        click.option("--imatrix-max-chunks", type=int,
+                     help="Stop the importance matrix after this many chunks (default: all the text)."),
         click.option("--token", envvar="HF_TOKEN", help="Hub token (default: $HF_TOKEN). Never printed or stored."),
         click.option("--endpoint", envvar="HF_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True, help="Hub endpoint URL."),
         click.option("--quiet", is_flag=True, help="Print only results and errors."),
@@ -83,6 +95,13 @@ def _request(**options):
         work_dir=options["work_dir"],
         threads=options["threads"],
         command=_command_line(),
+        calibration_file=options["calibration_file"],
+        calibration_dataset=options["calibration_dataset"],
+        calibration_options=CalibrationOptions(
+            chunk_size=options["imatrix_chunk_size"],
+            min_chunks=options["imatrix_min_chunks"],
+            max_chunks=options["imatrix_max_chunks"],
+        ),
     )
 
 

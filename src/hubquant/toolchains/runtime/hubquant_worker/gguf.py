@@ -135,7 +135,24 @@ def quantize(request: dict) -> dict:
     params.ftype = FTYPES[type_name]
     params.nthread = int(request.get("threads") or 0)
     params.only_copy = bool(request.get("only_copy", False))
-    overrides = _kv_overrides(llama_cpp, request.get("kv_overrides") or {})
+    kv_overrides = dict(request.get("kv_overrides") or {})
+    for key in ("output_tensor_type", "token_embedding_type"):
+        if request.get(key):
+            setattr(params, key, _ggml_type(request[key]))
+    imatrix_summary = None
+    keep_alive: list = []  # the importance-matrix arrays, read by llama_model_quantize
+    if request.get("imatrix"):
+        from hubquant_worker import gguf_imatrix
+
+        imatrix_array, keep_alive, imatrix_summary = gguf_imatrix.quantize_array(llama_cpp, Path(request["imatrix"]))
+        params.imatrix = ctypes.cast(imatrix_array, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+        # The keys llama-quantize writes when it uses an importance matrix.
+        kv_overrides["quantize.imatrix.file"] = Path(request["imatrix"]).name
+        if imatrix_summary["datasets"]:
+            kv_overrides["quantize.imatrix.dataset"] = imatrix_summary["datasets"][0]
+        kv_overrides["quantize.imatrix.entries_count"] = imatrix_summary["entries"]
+        kv_overrides["quantize.imatrix.chunks_count"] = imatrix_summary["chunk_count"]
+    overrides = _kv_overrides(llama_cpp, kv_overrides)
     if overrides is not None:
         params.kv_overrides = ctypes.cast(
             overrides, ctypes.POINTER(llama_cpp.llama_model_kv_override)
@@ -157,6 +174,27 @@ def quantize(request: dict) -> dict:
             f"{item['block']}, stored as {item['type']}"
         )
     return {"file": request["output"], "fallbacks": fallbacks, **describe(Path(request["output"]))}
+
+
+def _ggml_type(name: str) -> int:
+    try:
+        return gguf.GGMLQuantizationType[name.upper()].value
+    except KeyError:
+        raise StepError(f"unknown ggml tensor type {name!r}") from None
+
+
+def imatrix(request: dict) -> dict:
+    from hubquant_worker import gguf_imatrix
+
+    return gguf_imatrix.compute(request)
+
+
+def read_imatrix(request: dict) -> dict:
+    from hubquant_worker import gguf_imatrix
+
+    loaded = gguf_imatrix.read(Path(request["file"]))
+    entries = {name: entry["count"] for name, entry in sorted(loaded["entries"].items())}
+    return {**{key: loaded[key] for key in ("chunk_count", "chunk_size", "datasets")}, "entries": entries}
 
 
 def _kv_overrides(llama_cpp, values: dict):
@@ -485,6 +523,8 @@ OPERATIONS = {
     "split": split,
     "evaluate": evaluate,
     "forced_stop": forced_stop,
+    "imatrix": imatrix,
+    "read_imatrix": read_imatrix,
 }
 
 
