@@ -25,7 +25,7 @@ from pathlib import Path
 from hubquant import toolchains
 from hubquant.backends.base import Artifact, BuildContext, Release
 from hubquant.errors import SourceError, ToolchainError, UsageError
-from hubquant.progress import CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
+from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
 from hubquant.targets import Target
 from hubquant.validation import ValidationReport
 
@@ -51,7 +51,18 @@ class Precision:
     top1_min: float = 0.0
 
 
-INT4_OPTIONS = ("group-size", "ratio", "sym", "backup-precision", "all-layers", "awq")
+INT4_OPTIONS = (
+    "group-size", "ratio", "sym", "backup-precision", "all-layers", "awq",
+    # Data-aware: each of these feeds the job's calibration text to NNCF.
+    "calibrate", "scale-estimation", "gptq", "sensitivity-metric",
+)  # fmt: skip
+# NNCF's metrics for assigning int4 or the backup precision when ratio < 1.
+# Every one but weight_quantization_error reads activations, so needs data.
+SENSITIVITY_METRICS = (
+    "weight_quantization_error", "hessian_input_activation", "mean_activation_variance",
+    "max_activation_variance", "mean_activation_magnitude",
+)  # fmt: skip
+BOOLEAN_OPTIONS = ("sym", "all-layers", "awq", "calibrate", "scale-estimation", "gptq")
 
 # The limits catch broken files, they do not grade quality. They were set from
 # the tiny random Phi-3 models of the test suite (docs/benchmarks.md has the
@@ -200,7 +211,28 @@ class Compression:
                 arguments.append("--all-layers")
             if options["awq"]:
                 arguments.append("--awq")
+            if options.get("scale-estimation"):
+                arguments.append("--scale-estimation")
+            if options.get("gptq"):
+                arguments.append("--gptq")
+            if options.get("sensitivity-metric"):
+                arguments += ["--sensitivity-metric", options["sensitivity-metric"]]
         return arguments
+
+    @property
+    def data_aware(self) -> bool:
+        """Whether NNCF compresses with activations of the calibration text."""
+        options = self.options
+        metric = options.get("sensitivity-metric")
+        return self.precision == "int4" and bool(
+            options.get("calibrate") or options.get("scale-estimation") or options.get("gptq")
+            or (metric and metric != "weight_quantization_error")
+        )  # fmt: skip
+
+    def data_free(self) -> Compression:
+        """Return the same setting without its data-aware parts, for comparison."""
+        options = {**self.options, "calibrate": False, "scale-estimation": False, "gptq": False, "sensitivity-metric": None}
+        return Compression(self.precision, options, self.sources, self.recipe, self.recipe_url, self.skipped_preset)
 
     def expected_modes(self) -> set[str]:
         """Return the weight formats this setting may produce in the IR."""
@@ -249,7 +281,7 @@ def parse_precision(text: str) -> tuple[str, dict]:
 
 
 def _parse_option(key: str, value: str, text: str):
-    if key in ("sym", "all-layers", "awq"):
+    if key in BOOLEAN_OPTIONS:
         lowered = value.lower()
         if lowered not in ("true", "false"):
             raise UsageError(f"option {key} in openvino:{text} must be true or false, got {value!r}")
@@ -270,6 +302,10 @@ def _parse_option(key: str, value: str, text: str):
         if not 0.0 < ratio <= 1.0:
             raise UsageError(f"ratio in openvino:{text} must be in (0, 1], got {ratio:g}")
         return ratio
+    if key == "sensitivity-metric":
+        if value.lower() not in SENSITIVITY_METRICS:
+            raise UsageError(f"sensitivity-metric in openvino:{text} must be one of {', '.join(SENSITIVITY_METRICS)}, got {value!r}")
+        return value.lower()
     assert key == "backup-precision"
     if value.lower() not in BACKUP_PRECISIONS:
         raise UsageError(f"backup-precision in openvino:{text} must be one of {', '.join(BACKUP_PRECISIONS)}, got {value!r}")
@@ -326,12 +362,19 @@ def resolve_compression(precision_text: str, model_ids: list[str]) -> Compressio
         "awq": recipe.awq,
         "backup-precision": "int8_asym",
         "all-layers": False,
+        "calibrate": False,
+        "scale-estimation": False,
+        "gptq": False,
+        "sensitivity-metric": None,
     }
     options = {**defaults, **given}
     for key in ("group-size", "ratio", "sym", "awq"):
         sources.setdefault(key, recipe.source)
     sources.setdefault("backup-precision", "NNCF default")
     sources.setdefault("all-layers", "NNCF default (embeddings and the last layer stay 8-bit)")
+    for key in ("calibrate", "scale-estimation", "gptq"):
+        sources.setdefault(key, "off unless the target sets it")
+    sources.setdefault("sensitivity-metric", "NNCF default")
     return Compression(name, options, sources, recipe.source, recipe.url, skipped)
 
 
@@ -438,15 +481,14 @@ class OpenvinoBackend:
     def _copy_report(self, report: ValidationReport) -> ValidationReport:
         return ValidationReport(list(report.checks), dict(report.metrics))
 
-    def _export(self, toolchain, work: Path, name: str, source_dir: Path, compression: Compression) -> tuple[Path, dict, dict]:
+    def _export(self, toolchain, work: Path, name: str, source_dir: Path, compression: Compression, calibration_texts: list[str] | None = None) -> tuple[Path, dict, dict]:
         out_dir = work / name
         shutil.rmtree(out_dir, ignore_errors=True)
-        export = toolchains.run_step(
-            toolchain,
-            "openvino",
-            {"op": "export", "source_dir": str(source_dir), "out_dir": str(out_dir),
-             "arguments": compression.export_arguments()},
-        ).data  # fmt: skip
+        request = {"op": "export", "source_dir": str(source_dir), "out_dir": str(out_dir), "arguments": compression.export_arguments()}
+        if compression.data_aware:
+            assert calibration_texts, "a data-aware export needs calibration texts"
+            request["calibration_texts"] = calibration_texts
+        export = toolchains.run_step(toolchain, "openvino", request).data
         described = toolchains.run_step(toolchain, "openvino", {"op": "inspect", "folder": str(out_dir)}).data
         return out_dir, described, export
 
@@ -500,10 +542,20 @@ class OpenvinoBackend:
         from hubquant.backends.openvino_checks import validate_quantized
 
         key = self._key(release, target)
+        texts = None
+        if compression.data_aware:
+            context.reporter.step(key, CALIBRATING)
+            try:
+                calibration = context.calibration()
+            except UsageError as error:
+                self._fail(context, release, target, f"calibration text: {error}")
+                return None
+            texts = calibration.samples()
+            release.facts["calibration"] = {**calibration.card_facts(), "samples": len(texts)}
         context.reporter.step(key, QUANTIZING)
         try:
             source_dir = export_input(context.source, work)
-            folder, described, export = self._export(toolchain, work, f"{release.repo_name}-export", source_dir, compression)
+            folder, described, export = self._export(toolchain, work, f"{release.repo_name}-export", source_dir, compression, texts)
         except ToolchainError as error:
             self._fail(context, release, target, str(error))
             return None
@@ -517,7 +569,29 @@ class OpenvinoBackend:
                 self._fail(context, release, target, f"the {target} export does not run: {error}")
                 return None
         report = validate_quantized(context, PRECISIONS[compression.precision], folder, described, evaluation, compression)
+        if compression.data_aware and evaluation is not None:
+            release.facts["data_free"] = self._data_free_comparison(context, toolchain, work, release, compression, base)
         return folder, described, report, export
+
+    def _data_free_comparison(self, context, toolchain, work: Path, release: Release, compression: Compression, base: Unquantized) -> dict | None:
+        """Export the same setting without calibration data and measure it the same way, for the card."""
+        plain = compression.data_free()
+        try:
+            folder, described, _ = self._export(toolchain, work, f"{release.repo_name}-data-free", export_input(context.source, work), plain)
+            against = {prompt["id"]: prompt["logits_path"] for prompt in base.evaluation["prompts"]}
+            evaluation = self._evaluate(toolchain, folder, context, work / f"eval-{folder.name}", against)
+        except ToolchainError as error:
+            log.warning("the data-free comparison export failed: %s", error)
+            return None
+        shutil.rmtree(folder, ignore_errors=True)
+        comparisons = [prompt["comparison"] for prompt in evaluation["prompts"]]
+        return {
+            "export_arguments": plain.export_arguments(),
+            "bits_per_weight": described.get("bits_per_weight"),
+            "kl_mean": sum(c["kl_mean"] for c in comparisons) / len(comparisons),
+            "kl_max": max(c["kl_max"] for c in comparisons),
+            "top1_agreement": sum(c["top1_agreement"] for c in comparisons) / len(comparisons),
+        }
 
     def _evaluate(self, toolchain, folder: Path, context: BuildContext, out_dir: Path, against: dict[str, str] | None) -> dict:
         reference = context.reference
@@ -766,6 +840,8 @@ def card_context(
         "ir_versions": facts.get("ir_versions", {}),
         "group_size_fallbacks": facts.get("group_size_fallbacks", []),
         "compression": compression,
+        "calibration": release.facts.get("calibration"),
+        "data_free": release.facts.get("data_free"),
         "unquantized_precision": release.facts.get("unquantized_precision", "fp16"),
         "validation": {
             "status": "forced" if facts.get("forced") else validation["status"],

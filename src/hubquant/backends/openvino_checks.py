@@ -18,6 +18,8 @@ _RT_INFO_KEYS = {
     "backup-precision": "backup_mode",
     "all-layers": "all_layers",
     "awq": "awq",
+    "scale-estimation": "scale_estimation",
+    "gptq": "gptq",
 }
 
 # Modules that NNCF keeps at the backup precision unless all-layers is set:
@@ -115,6 +117,8 @@ def check_compression_info(report: ValidationReport, described: dict, compressio
         for option, key in _RT_INFO_KEYS.items():
             expected[key] = _rt_info_text(compression.options[option])
         expected["backup_mode"] = compression.options["backup-precision"]
+        if compression.options.get("sensitivity-metric"):
+            expected["sensitivity_metric"] = compression.options["sensitivity-metric"]
     differing = [
         f"{key} is {recorded.get(key, 'missing')}, expected {value}"
         for key, value in expected.items()

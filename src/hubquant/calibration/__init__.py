@@ -56,6 +56,11 @@ class CalibrationText:
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
+    def samples(self, limit: int = 128) -> list[str]:
+        """Return up to ``limit`` paragraphs of the text, as separate calibration samples."""
+        paragraphs = [part.strip() for part in self.text.split(DOCUMENT_SEPARATOR)]
+        return [part for part in paragraphs if part][:limit]
+
     def write(self, path: Path) -> Path:
         path.write_text(self.text, encoding="utf-8")
         return path

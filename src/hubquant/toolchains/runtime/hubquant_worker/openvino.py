@@ -8,6 +8,7 @@ LLMPipeline, and ``max_abs`` reads the source's largest weight.
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import subprocess
@@ -67,17 +68,14 @@ def export(request: dict) -> dict:
     _opt_out_of_telemetry()
     out_dir = Path(request["out_dir"])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "optimum.commands.optimum_cli",
-        "export",
-        "openvino",
-        "--model",
-        request["source_dir"],
-        *request["arguments"],
-        str(out_dir),
-    ]
+    if request.get("calibration_texts"):
+        # Data-aware compression: optimum-cli's export, fed with these texts.
+        texts_file = out_dir.parent / f"{out_dir.name}.calibration.json"
+        texts_file.write_text(json.dumps(request["calibration_texts"]), encoding="utf-8")
+        entry = ["hubquant_worker.openvino_calibrated", str(texts_file)]
+    else:
+        entry = ["optimum.commands.optimum_cli", "export", "openvino"]
+    command = [sys.executable, "-m", *entry, "--model", request["source_dir"], *request["arguments"], str(out_dir)]
     info(f"exporting with optimum-cli {' '.join(request['arguments'])}")
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, errors="replace")
