@@ -23,7 +23,7 @@ from typing import Any, TypedDict
 from hubquant import toolchains
 from hubquant.backends.base import Artifact, BuildContext, Release
 from hubquant.errors import SourceError, ToolchainError, UsageError
-from hubquant.progress import CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
+from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
 from hubquant.source import CONFIG_FILES, TOKENIZER_FILES, LocalSource, read_safetensors_header
 from hubquant.targets import Target
 
@@ -66,7 +66,13 @@ FLOAT_MODES = {"mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}
 UNQUANTIZED = {"bf16": "bfloat16", "fp16": "float16"}
 ALIASES = {"bfloat16": "bf16", "float16": "fp16", "f16": "fp16"}
 
-_PRECISION = re.compile(r"^(?P<base>[a-z0-9_-]+?)(?:-g(?P<group>\d+))?$")
+_PRECISION = re.compile(r"^(?P<base>[a-z0-9_-]+?)(?:-g(?P<group>\d+))?(?:-(?P<method>gptq|awq|dwq))?$")
+# Data-aware methods of mlx_lm.quant that hubquant runs, fed with the job's calibration text.
+# mlx-lm 0.32's AWQ has configurations for llama-, qwen-, gemma- and deepseek-style
+# models only (mlx_lm.quant.awq.AWQ_MODEL_CONFIGS), none for the Phi family, and
+# DWQ trains the quantized model against the original, which is impractical on
+# MLX's CPU build; both are rejected with that reason.
+DATA_AWARE_METHODS = ("gptq",)
 _BITS = re.compile(r"^(?P<bits>\d)bit$")
 _RECIPE = re.compile(r"^mixed[_-](?P<low>\d)[_-](?P<high>\d)$")
 
@@ -84,6 +90,7 @@ class MlxFormat:
     bits: int | None = None  # the low bits for a mixed recipe
     group_size: int | None = None
     recipe: str | None = None
+    method: str | None = None  # a data-aware method such as "gptq", or None for round-to-nearest
 
     @property
     def quantized(self) -> bool:
@@ -93,7 +100,12 @@ class MlxFormat:
         """Return the settings the worker's convert step takes, or None."""
         if not self.quantized:
             return None
-        return {"mode": self.mode, "bits": self.bits, "group_size": self.group_size, "recipe": self.recipe}
+        return {"mode": self.mode, "bits": self.bits, "group_size": self.group_size, "recipe": self.recipe,
+                "method": self.method}  # fmt: skip
+
+    def data_free(self) -> MlxFormat:
+        """Return the same format quantized without calibration data."""
+        return MlxFormat(self.name.removesuffix(f"-{self.method}"), self.dtype, self.mode, self.bits, self.group_size, self.recipe)
 
     @property
     def nominal_bits_per_weight(self) -> float:
@@ -126,9 +138,11 @@ def parse_precision(text: str) -> MlxFormat:
     match = _PRECISION.match(lowered)
     if match is None:
         raise UsageError(f"unknown MLX precision {text!r}; {_known_precisions()}")
-    base, group = match.group("base"), match.group("group")
+    base, group, method = match.group("base"), match.group("group"), match.group("method")
     base = ALIASES.get(base, base)
     group_size = int(group) if group is not None else None
+    if method is not None:
+        return _data_aware_format(text, f"{base}-g{group}" if group else base, method)
 
     if base in UNQUANTIZED:
         if group_size is not None:
@@ -161,11 +175,28 @@ def parse_precision(text: str) -> MlxFormat:
     raise UsageError(f"unknown MLX precision {text!r}; {_known_precisions()}")
 
 
+def _data_aware_format(text: str, base: str, method: str) -> MlxFormat:
+    if method == "awq":
+        raise UsageError(
+            f"MLX precision {text!r}: mlx-lm 0.32's AWQ has no configuration for the Phi family; use -gptq"
+        )
+    if method == "dwq":
+        raise UsageError(
+            f"MLX precision {text!r}: DWQ trains the quantized model against the original, which MLX's "
+            "CPU build is too slow for; use -gptq"
+        )
+    plain = parse_precision(base)
+    if plain.mode != "affine" or plain.recipe is not None:
+        raise UsageError(f"MLX precision {text!r}: {method} applies to the affine Nbit formats only, such as 4bit-{method}")
+    return MlxFormat(f"{plain.name}-{method}", mode="affine", bits=plain.bits, group_size=plain.group_size, method=method)
+
+
 def _known_precisions() -> str:
     bits = ", ".join(f"{bits}bit" for bits in BITS)
     return (
         f"known precisions: {bits}, {', '.join(RECIPES)} (add -g32 or -g128 for another group "
-        f"size than {DEFAULT_GROUP_SIZE}), {', '.join(FLOAT_MODES)}, {', '.join(UNQUANTIZED)}"
+        f"size than {DEFAULT_GROUP_SIZE}, and -gptq to calibrate an Nbit format), "
+        f"{', '.join(FLOAT_MODES)}, {', '.join(UNQUANTIZED)}"
     )
 
 
@@ -488,22 +519,28 @@ class MlxBackend:
             return
         eos_ids = source_eos_ids(context.source.path)
         dtype = fmt.dtype or quantized_float_dtype(context.source.dtype)
+        request = {
+            "op": "convert",
+            "source_dir": str(mlx_input.path),
+            "out_dir": str(out_dir),
+            "dtype": dtype,
+            "quantization": fmt.quantization(),
+            "max_shard_bytes": context.max_file_bytes,
+        }
+        calibration = None
+        if fmt.method:
+            context.reporter.step(key, CALIBRATING)
+            try:
+                calibration = context.calibration()
+            except UsageError as error:
+                self._fail(context, release, target, f"calibration text: {error}")
+                return
+            request["calibration_text"] = calibration.text
+            request["calibration_sequence_length"] = context.calibration_options.chunk_size
         if fmt.quantized:
             context.reporter.step(key, QUANTIZING)
         try:
-            converted = toolchains.run_step(
-                toolchain,
-                "mlx",
-                {
-                    "op": "convert",
-                    "source_dir": str(mlx_input.path),
-                    "out_dir": str(out_dir),
-                    "dtype": dtype,
-                    "quantization": fmt.quantization(),
-                    "max_shard_bytes": context.max_file_bytes,
-                },
-                on_event=_progress_forwarder(context),
-            ).data
+            converted = toolchains.run_step(toolchain, "mlx", request, on_event=_progress_forwarder(context)).data
             tensors = finalize_folder(out_dir, context.source, eos_ids)
         except (ToolchainError, SourceError) as error:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -519,6 +556,9 @@ class MlxBackend:
             self._fail(context, release, target, f"validation failed: {report.summary()}")
             return
 
+        data_free = None
+        if calibration is not None and evaluation is not None:
+            data_free = self._data_free_comparison(context, toolchain, fmt, dtype, mlx_input, source_run, eos_ids)
         files = sorted(path for path in out_dir.iterdir() if path.is_file())
         artifact = Artifact(
             target=target,
@@ -534,6 +574,9 @@ class MlxBackend:
                 "rope": mlx_input.rope,
                 "file_sizes": {path.name: path.stat().st_size for path in files},
                 "forced": not report.passed,
+                "calibration": {**calibration.card_facts(), "method": fmt.method, "sequence_length": converted.get("calibration_sequence_length"),
+                                "samples": converted.get("calibration_samples")} if calibration else None,
+                "data_free": data_free,
             },
             root=out_dir,
         )
@@ -541,6 +584,34 @@ class MlxBackend:
         if context.on_artifact is not None:
             context.on_artifact(release, artifact)
         context.reporter.step(key, DONE, "" if report.passed else "published despite failed checks (--force)")
+
+    def _data_free_comparison(self, context, toolchain, fmt: MlxFormat, dtype: str, mlx_input: MlxInput, source_run: dict, eos_ids: list[int]) -> dict | None:
+        """Convert the same format without calibration data and validate it the same way, for the card."""
+        from hubquant.backends import mlx_checks
+
+        plain = fmt.data_free()
+        out_dir = context.work_dir / f"data-free-{plain.name}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            converted = toolchains.run_step(toolchain, "mlx", {
+                "op": "convert", "source_dir": str(mlx_input.path), "out_dir": str(out_dir),
+                "dtype": dtype, "quantization": plain.quantization(),
+            }).data  # fmt: skip
+            finalize_folder(out_dir, context.source, eos_ids)
+            report, _ = mlx_checks.validate_release(context, toolchain, out_dir, plain, mlx_input, converted, source_run, eos_ids)
+        except (ToolchainError, SourceError) as error:
+            log.warning("the data-free comparison for %s failed: %s", fmt.name, error)
+            return None
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        metrics = report.metrics
+        return {
+            "target": f"mlx:{plain.name}",
+            "bits_per_weight": converted["bits_per_weight"],
+            "kl_mean": metrics.get("kl_mean"),
+            "kl_max": metrics.get("kl_max"),
+            "top1_agreement": metrics.get("top1_agreement"),
+        }
 
     def card_context(self, **facts) -> dict:
         return card_context(**facts)
@@ -622,6 +693,8 @@ class MlxCardContext(TypedDict):
     eos_tokens: list[dict[str, Any]]  # id, text
     license_files: list[str]
     provenance: dict[str, Any]  # hubquant_version, date, tool_versions, options, command
+    calibration: dict[str, Any] | None  # the text and method of a data-aware release
+    data_free: dict[str, Any] | None  # the same format without calibration data, measured the same way
 
 
 def _validation_entry(validation: dict, forced: bool, quantized: bool) -> dict:
@@ -699,7 +772,10 @@ def card_context(
             "group_size": fmt.group_size,
             "recipe": fmt.recipe,
             "high_bits": RECIPES[fmt.recipe][1] if fmt.recipe else None,
+            "method": fmt.method,
         },
+        "calibration": facts.get("calibration"),
+        "data_free": facts.get("data_free"),
         "files": [
             {"name": name, "size_bytes": (facts.get("file_sizes") or {}).get(name)}
             for name in entry["files"]

@@ -235,7 +235,10 @@ def convert(request: dict) -> dict:
     cast_model(model, dtype)
     progress("convert", 2, 4)
 
-    if settings:
+    calibration = {}
+    if settings and settings.get("method") == "gptq":
+        calibration = _gptq(model, tokenizer, config, settings, request)
+    elif settings:
         info(f"quantizing: {settings}")
         predicate, entries = layer_predicate(model, settings)
         nn.quantize(
@@ -261,7 +264,35 @@ def convert(request: dict) -> dict:
     with _shard_limit(request.get("max_shard_bytes")):
         save(str(out_dir), str(source), model, tokenizer, config)
     progress("convert", 4, 4)
-    return {"out_dir": str(out_dir), "layers": layers, "bits_per_weight": bits_per_weight}
+    return {"out_dir": str(out_dir), "layers": layers, "bits_per_weight": bits_per_weight, **calibration}
+
+
+def _gptq(model, tokenizer, config: dict, settings: dict, request: dict) -> dict:
+    """Quantize every linear layer with mlx-lm's GPTQ on the request's calibration text.
+
+    mlx_lm.quant.gptq's own command downloads its calibration text; this feeds
+    it the job's instead, cut into rows of ``calibration_sequence_length``
+    tokens. Layers GPTQ does not handle (the token embedding) are quantized
+    to the same bits and group size by round-to-nearest.
+    """
+    import mlx.core as mx
+    from mlx_lm.quant.gptq import gptq_quantize
+
+    length = int(request["calibration_sequence_length"])
+    tokens = tokenizer.encode(request["calibration_text"])
+    rows = len(tokens) // length
+    if rows < 1:
+        raise StepError(f"the calibration text has {len(tokens)} tokens, fewer than one row of {length}")
+    data = mx.array(tokens[: rows * length]).reshape(rows, length)
+    bits, group_size = settings["bits"], settings["group_size"]
+    info(f"quantizing with GPTQ: {bits} bits, group size {group_size}, {rows} rows of {length} tokens")
+    try:
+        model, quantization = gptq_quantize(model, data, bits, group_size, bits, group_size)
+    except ValueError as error:
+        raise StepError(f"mlx-lm's GPTQ failed: {error}") from None
+    config["quantization"] = {**quantization, "mode": "affine"}
+    config["quantization_config"] = config["quantization"]
+    return {"calibration_samples": rows, "calibration_sequence_length": length, "calibration_tokens": len(tokens)}
 
 
 # --- evaluate --------------------------------------------------------------
