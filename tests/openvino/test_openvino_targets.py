@@ -80,6 +80,7 @@ def test_phi35_gets_cookbook_recipe():
     assert compression.options == {
         "group-size": 128, "ratio": 0.6, "sym": True, "awq": False,
         "backup-precision": "int8_asym", "all-layers": False,
+        "calibrate": False, "scale-estimation": False, "gptq": False, "sensitivity-metric": None,
     }  # fmt: skip
     assert "Phi Cookbook" in compression.sources["ratio"]
     assert compression.recipe_url.startswith("https://github.com/microsoft/PhiCookBook/")

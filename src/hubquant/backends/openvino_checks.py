@@ -18,9 +18,9 @@ _RT_INFO_KEYS = {
     "backup-precision": "backup_mode",
     "all-layers": "all_layers",
     "awq": "awq",
-    "scale-estimation": "scale_estimation",
-    "gptq": "gptq",
 }
+# Data-aware keys, checked when the target turns them on.
+_DATA_AWARE_RT_INFO_KEYS = {"scale-estimation": "scale_estimation", "gptq": "gptq"}
 
 # Modules that NNCF keeps at the backup precision unless all-layers is set:
 # the token embedding and the output layer.
@@ -117,6 +117,9 @@ def check_compression_info(report: ValidationReport, described: dict, compressio
         for option, key in _RT_INFO_KEYS.items():
             expected[key] = _rt_info_text(compression.options[option])
         expected["backup_mode"] = compression.options["backup-precision"]
+        for option, key in _DATA_AWARE_RT_INFO_KEYS.items():
+            if compression.options.get(option):
+                expected[key] = _rt_info_text(True)
         if compression.options.get("sensitivity-metric"):
             expected["sensitivity_metric"] = compression.options["sensitivity-metric"]
     differing = [
