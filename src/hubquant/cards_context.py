@@ -62,9 +62,11 @@ def _token_text(folder, token: int) -> str:
 def _file_entry(entry: dict) -> dict:
     from hubquant.hardware import gguf_type_hint
 
-    from hubquant.backends.gguf import IMATRIX_TYPES, parse_variant
+    from hubquant.backends.gguf import IMATRIX_TYPES, GgufVariant, parse_variant
 
-    variant = parse_variant(entry["target"].split(":", 1)[1])
+    backend, precision = entry["target"].split(":", 1)
+    # The ONNX card builds on this context too; only GGUF targets carry GGUF options.
+    variant = parse_variant(precision) if backend == "gguf" else GgufVariant(precision)
     hint = gguf_type_hint(variant.type)
     validation = entry["validation"]
     facts = entry.get("facts", {})
