@@ -21,7 +21,7 @@ from pathlib import Path
 from hubquant import toolchains
 from hubquant.backends.base import Artifact, BuildContext, Release
 from hubquant.errors import SourceError, ToolchainError, UsageError
-from hubquant.progress import CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
+from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
 from hubquant.targets import Target
 from hubquant.validation import ValidationReport
 
@@ -65,7 +65,12 @@ QUANTIZED = ("int4", "int8")
 # Both are data-free. The builder has no data-aware algorithm of its own: AWQ,
 # GPTQ and Quark appear only as loaders of checkpoints quantized elsewhere.
 ALGORITHMS = {"rtn": "rtn", "kquant": "k_quant"}
-DATA_AWARE = ("awq", "gptq", "hqq", "quark")
+# GPTQ comes from onnxruntime's MatMulNBitsQuantizer instead, run by hubquant on
+# the fp32 CPU variant with the job's calibration text (CPU int4 only).
+GPTQ = "gptq"
+DATA_AWARE = ("awq", "hqq", "quark")
+# Tokens per calibration prompt and the most prompts GPTQ runs.
+GPTQ_MAX_ROWS = 128
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 DEFAULT_BLOCK_SIZE = 32
 # The builder's default accuracy level (quantization/quant_config.py): 4, int8
@@ -123,6 +128,15 @@ class Variant:
         return self.precision in QUANTIZED
 
     @property
+    def data_aware(self) -> bool:
+        return self.algorithm == GPTQ
+
+    def data_free(self) -> Variant:
+        """Return the builder's round-to-nearest variant with the same settings."""
+        return Variant(self.provider, self.precision, "rtn", self.block_size, self.accuracy_level,
+                       self.symmetric, self.quantize_embeddings, self.lm_head)  # fmt: skip
+
+    @property
     def provider_label(self) -> str:
         return PROVIDERS[self.provider].label
 
@@ -150,6 +164,16 @@ class Variant:
     def short_name(self) -> str:
         """The name the hardware table uses: ``int4`` for the CPU, ``cuda-int4`` elsewhere."""
         return self.precision if self.provider == "cpu" else f"{self.provider}-{self.precision}"
+
+    def gptq_request(self) -> dict:
+        """Return the quantization settings of the worker's gptq step."""
+        return {
+            "bits": 4,
+            "block_size": self.block_size,
+            "symmetric": self.symmetric,
+            "accuracy_level": self.accuracy_level,
+            "exclude": ["/lm_head/MatMul"] if self.lm_head == "float" else [],
+        }
 
     def builder_options(self, *, tied_source: bool) -> dict[str, str]:
         """Return the builder's --extra_options for this variant."""
@@ -179,7 +203,7 @@ class Variant:
 
 
 TARGET_HELP = (
-    "write [PROVIDER-]PRECISION[-rtn|-kquant][-block-N][-acc-level-N][-asym]"
+    "write [PROVIDER-]PRECISION[-rtn|-kquant|-gptq][-block-N][-acc-level-N][-asym]"
     "[-embeds-int4][-lm-head-int8|-lm-head-float], for example onnx:int4, "
     "onnx:cuda-fp16 or onnx:cpu-int4-kquant-block-128"
 )
@@ -213,12 +237,12 @@ def parse_variant(text: str) -> Variant:
         token = tokens.pop(0)
         if precision not in QUANTIZED:
             raise UsageError(f"invalid ONNX target {original!r}: {precision} takes no quantization options; {TARGET_HELP}")
-        if token in ALGORITHMS:
+        if token in ALGORITHMS or token == GPTQ:
             options["algorithm"] = token
         elif token in DATA_AWARE:
             raise UsageError(
                 f"invalid ONNX target {original!r}: onnxruntime-genai 0.18.0's builder has no {token} "
-                "quantization (only the data-free rtn and kquant)"
+                "quantization (only the data-free rtn and kquant), and hubquant adds gptq only"
             )
         elif token == "block":
             options["block_size"] = _number(tokens, original, "block", BLOCK_SIZES)
@@ -263,6 +287,17 @@ def _check_combination(variant: Variant, original: str) -> None:
         )
     if variant.lm_head == "int8" and variant.precision != "int4":
         raise UsageError(f"invalid ONNX target {original!r}: lm-head-int8 applies to int4 variants only")
+    if variant.algorithm == GPTQ:
+        if (variant.provider, variant.precision) != ("cpu", "int4"):
+            raise UsageError(
+                f"invalid ONNX target {original!r}: gptq is built for CPU int4 only, where hubquant can run "
+                "and validate it; write onnx:int4-gptq"
+            )
+        if variant.quantize_embeddings or variant.lm_head == "int8":
+            raise UsageError(
+                f"invalid ONNX target {original!r}: gptq quantizes the MatMul weights only, so it takes "
+                "neither embeds-int4 nor lm-head-int8"
+            )
 
 
 class OnnxBackend:
@@ -463,9 +498,13 @@ class OnnxBackend:
     def _build_and_publish(self, context, toolchain, release, target, variant, fp32, root, source_facts, work) -> None:
         key = self._key(release, target)
         context.reporter.step(key, QUANTIZING if variant.quantized else CONVERTING)
+        extra_facts: dict = {}
         try:
-            described = self._build_variant(context, toolchain, variant, root, source_facts)
-        except ToolchainError as error:
+            if variant.data_aware:
+                described, extra_facts["calibration"] = self._build_gptq(context, toolchain, key, variant, fp32, root, source_facts)
+            else:
+                described = self._build_variant(context, toolchain, variant, root, source_facts)
+        except (ToolchainError, UsageError) as error:
             self._fail(context, release, target, str(error))
             return
         context.reporter.step(key, VALIDATING)
@@ -474,9 +513,55 @@ class OnnxBackend:
             shutil.rmtree(described["folder"], ignore_errors=True)
             self._fail(context, release, target, f"validation failed: {report.summary()}")
             return
-        self._publish(context, release, target, variant, described, report)
+        if variant.data_aware and "kl_mean" in report.metrics:
+            extra_facts["data_free"] = self._data_free_comparison(context, toolchain, variant, fp32, source_facts, work)
+        self._publish(context, release, target, variant, described, report, extra_facts)
 
-    def _publish(self, context, release, target, variant: Variant, described: dict, report: ValidationReport) -> None:
+    def _build_gptq(self, context, toolchain, key: str, variant: Variant, fp32: dict, root: Path, source_facts: dict) -> tuple[dict, dict]:
+        """Copy the fp32 CPU variant and quantize its MatMul weights with GPTQ on the calibration text."""
+        context.reporter.step(key, CALIBRATING)
+        calibration = context.calibration()
+        folder = root / variant.name
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(fp32["folder"], folder)
+        context.reporter.step(key, QUANTIZING)
+        result = toolchains.run_step(toolchain, "onnx", {
+            "op": "gptq", "folder": str(folder), "source_dir": str(context.source.path),
+            "calibration_text": calibration.text, "sequence_length": context.calibration_options.chunk_size,
+            "max_rows": GPTQ_MAX_ROWS, **variant.gptq_request(),
+        }).data  # fmt: skip
+        described = toolchains.run_step(toolchain, "onnx", {"op": "describe", "folder": str(folder)}).data
+        command = (
+            builder_command(Variant("cpu", "fp32"), tied_source=source_facts["tie_word_embeddings"])
+            + f", then GPTQ on a copy with onnxruntime's MatMulNBitsQuantizer (block size {variant.block_size}, "
+            + f"{'symmetric' if variant.symmetric else 'asymmetric'}, accuracy level {variant.accuracy_level})"
+        )  # fmt: skip
+        facts = {**calibration.card_facts(), "method": "gptq", "rows": result["rows"],
+                 "sequence_length": result["sequence_length"], "tokens": result["tokens"]}  # fmt: skip
+        return {**described, "folder": folder, "root": root, "build_seconds": result["seconds"], "builder_command": command}, facts
+
+    def _data_free_comparison(self, context, toolchain, variant: Variant, fp32: dict, source_facts: dict, work: Path) -> dict | None:
+        """Build the builder's round-to-nearest variant with the same settings and measure it the same way."""
+        plain = variant.data_free()
+        root = work / "data-free"
+        try:
+            described = self._build_variant(context, toolchain, plain, root, source_facts)
+            evaluation = self._evaluate(context, toolchain, described["folder"], work / f"eval-data-free-{plain.name}", fp32["logits"])
+        except ToolchainError as error:
+            log.warning("the data-free comparison for %s failed: %s", variant.name, error)
+            return None
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        comparisons = [prompt["comparison"] for prompt in evaluation["prompts"]]
+        return {
+            "target": f"onnx:{plain.name}",
+            "bits_per_weight": described["bits_per_weight"],
+            "kl_mean": sum(c["kl_mean"] for c in comparisons) / len(comparisons),
+            "kl_max": max(c["kl_max"] for c in comparisons),
+            "top1_agreement": sum(c["top1_agreement"] for c in comparisons) / len(comparisons),
+        }
+
+    def _publish(self, context, release, target, variant: Variant, described: dict, report: ValidationReport, extra_facts: dict | None = None) -> None:
         folder: Path = described["folder"]
         oversized = oversized_files(described["files"], context.max_file_bytes)
         if oversized:
@@ -498,7 +583,7 @@ class OnnxBackend:
             size_bytes=sum(path.stat().st_size for path in files),
             bits_per_weight=described["bits_per_weight"],
             validation=report,
-            facts=variant_facts(variant, described, forced=not report.passed),
+            facts={**variant_facts(variant, described, forced=not report.passed), **(extra_facts or {})},
             root=described["root"],
         )
         release.artifacts.append(artifact)
@@ -658,6 +743,8 @@ def _variant_entry(entry: dict) -> dict:
         "producer": facts["producer"],
         "io_types": facts["io_types"],
         "builder_command": facts["builder_command"],
+        "calibration": facts.get("calibration"),
+        "data_free": facts.get("data_free"),
         "validation": {
             "status": "forced" if facts.get("forced") else validation["status"],
             "checks": validation["checks"],

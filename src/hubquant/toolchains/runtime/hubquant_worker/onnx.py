@@ -106,6 +106,106 @@ def build(request: dict) -> dict:
     return {"out_dir": str(out_dir), "seconds": seconds, "command": command[1:]}
 
 
+# --- GPTQ ------------------------------------------------------------------
+
+
+class _DecoderCalibration:
+    """Rows of calibration token ids as inputs of a builder's decoder graph.
+
+    Each row is one prompt with an empty KV cache: ``input_ids``, an
+    all-ones ``attention_mask``, ``position_ids`` when the graph takes them,
+    and past keys and values with a past length of 0.
+    """
+
+    def __init__(self, rows: list[list[int]], graph_inputs, decoder: dict) -> None:
+        self.rows = rows
+        self.inputs = graph_inputs
+        # The cache's head count and size, which the graph may leave symbolic.
+        self.kv_shape = (decoder["num_key_value_heads"], decoder["head_size"])
+        self.index = 0
+
+    def get_next(self) -> dict | None:
+        if self.index >= len(self.rows):
+            return None
+        ids = np.array([self.rows[self.index]], dtype=np.int64)
+        self.index += 1
+        feed = {}
+        for graph_input in self.inputs:
+            name = graph_input.name
+            if name == "input_ids":
+                feed[name] = ids
+            elif name == "attention_mask":
+                feed[name] = np.ones_like(ids)
+            elif name == "position_ids":
+                feed[name] = np.arange(ids.shape[1], dtype=np.int64)[None, :]
+            elif name.startswith("past_key_values."):
+                # [batch, kv heads, past length, head size]
+                shape = (1, self.kv_shape[0], 0, self.kv_shape[1])
+                feed[name] = np.zeros(shape, dtype=_numpy_dtype(graph_input.type.tensor_type.elem_type))
+            else:
+                raise StepError(f"the decoder graph has an input {name!r} that GPTQ calibration cannot fill")
+        return feed
+
+    def rewind(self) -> None:
+        self.index = 0
+
+    def __iter__(self):
+        self.rewind()
+        while (feed := self.get_next()) is not None:
+            yield feed
+
+
+def _numpy_dtype(code: int):
+    from onnx import helper
+
+    return helper.tensor_dtype_to_np_dtype(code)
+
+
+def gptq(request: dict) -> dict:
+    """Quantize the MatMul weights of an fp32 variant folder in place with GPTQ.
+
+    Request: ``folder`` (a copy of the builder's fp32 CPU variant),
+    ``source_dir`` (for its tokenizer), ``calibration_text``, ``sequence_length``
+    and ``max_rows`` (how the text is cut into prompts), ``bits``, ``block_size``,
+    ``symmetric``, ``accuracy_level`` and ``exclude`` (node names left in
+    float). onnxruntime's MatMulNBitsQuantizer runs GPTQ (its bundled port of
+    Intel Neural Compressor) and writes MatMulNBits nodes, the same operator
+    the builder writes, so onnxruntime-genai runs the folder unchanged.
+    """
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import GPTQWeightOnlyQuantConfig, MatMulNBitsQuantizer
+    from transformers import AutoTokenizer
+
+    folder = Path(request["folder"])
+    model_path = folder / "model.onnx"
+    length = int(request["sequence_length"])
+    tokens = AutoTokenizer.from_pretrained(request["source_dir"])(request["calibration_text"])["input_ids"]
+    rows = [tokens[start : start + length] for start in range(0, len(tokens) - length + 1, length)]
+    rows = rows[: int(request.get("max_rows") or len(rows))]
+    if not rows:
+        raise StepError(f"the calibration text has {len(tokens)} tokens, fewer than one row of {length}")
+    model = onnx.load(str(model_path))
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    reader = _DecoderCalibration(rows, list(model.graph.input), decoder)
+    info(f"GPTQ on {len(rows)} calibration rows of {length} tokens, block size {request['block_size']}")
+    started = time.monotonic()
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=int(request["bits"]),
+        block_size=int(request["block_size"]),
+        is_symmetric=bool(request["symmetric"]),
+        accuracy_level=int(request["accuracy_level"]) or None,
+        nodes_to_exclude=list(request.get("exclude") or []),
+        algo_config=GPTQWeightOnlyQuantConfig(calibration_data_reader=reader),
+    )
+    quantizer.process()
+    for stale in (model_path, folder / "model.onnx.data"):
+        stale.unlink(missing_ok=True)
+    quantizer.model.save_model_to_file(str(model_path), use_external_data_format=True)
+    (folder / "model.onnx.data").chmod(0o644)  # onnx writes it owner-only
+    return {"seconds": time.monotonic() - started, "rows": len(rows), "sequence_length": length, "tokens": len(tokens)}
+
+
 # --- describe ----------------------------------------------------------------
 
 
@@ -444,6 +544,7 @@ OPERATIONS = {
     "build": build,
     "describe": describe,
     "evaluate": evaluate,
+    "gptq": gptq,
 }
 
 
