@@ -122,3 +122,14 @@ def check_against_unquantized(
             top1 >= top1_min,
             f"{100 * top1:.1f}% of positions (minimum {100 * top1_min:.0f}%)",
         )
+
+
+def summarize(target: str, bits_per_weight: float | None, comparisons: list[dict]) -> dict:
+    """Return the KL and top-1 summary of a build measured only for comparison, such as a data-free twin."""
+    return {
+        "target": target,
+        "bits_per_weight": bits_per_weight,
+        "kl_mean": sum(comparison["kl_mean"] for comparison in comparisons) / len(comparisons),
+        "kl_max": max(comparison["kl_max"] for comparison in comparisons),
+        "top1_agreement": sum(comparison["top1_agreement"] for comparison in comparisons) / len(comparisons),
+    }

@@ -567,14 +567,9 @@ class GgufBackend:
             evaluation = self._evaluate(toolchain, path, context, work / f"eval-data-free-{plain.file_label}", intermediate.get("logits", {}))
         finally:
             path.unlink(missing_ok=True)
-        comparisons = [prompt["comparison"] for prompt in evaluation["prompts"]]
-        return {
-            "target": f"gguf:{plain.precision}",
-            "bits_per_weight": described["bits_per_weight"],
-            "kl_mean": sum(c["kl_mean"] for c in comparisons) / len(comparisons),
-            "kl_max": max(c["kl_max"] for c in comparisons),
-            "top1_agreement": sum(c["top1_agreement"] for c in comparisons) / len(comparisons),
-        }
+        from hubquant.comparison import summarize
+
+        return summarize(f"gguf:{plain.precision}", described["bits_per_weight"], [prompt["comparison"] for prompt in evaluation["prompts"]])
 
     def _check_f16_range(self, toolchain, intermediate: dict) -> None:
         if intermediate["type"] == "F16":

@@ -69,9 +69,9 @@ ALIASES = {"bfloat16": "bf16", "float16": "fp16", "f16": "fp16"}
 _PRECISION = re.compile(r"^(?P<base>[a-z0-9_-]+?)(?:-g(?P<group>\d+))?(?:-(?P<method>gptq|awq|dwq))?$")
 # Data-aware methods of mlx_lm.quant that hubquant runs, fed with the job's calibration text.
 # mlx-lm 0.32's AWQ has configurations for llama-, qwen-, gemma- and deepseek-style
-# models only (mlx_lm.quant.awq.AWQ_MODEL_CONFIGS), none for the Phi family, and
-# DWQ trains the quantized model against the original, which is impractical on
-# MLX's CPU build; both are rejected with that reason.
+# models only (mlx_lm.quant.awq.AWQ_MODEL_CONFIGS), none for the Phi family. DWQ
+# trains the quantized model against the original, which is impractical on MLX's
+# CPU build. Both are rejected with that reason.
 DATA_AWARE_METHODS = ("gptq",)
 _BITS = re.compile(r"^(?P<bits>\d)bit$")
 _RECIPE = re.compile(r"^mixed[_-](?P<low>\d)[_-](?P<high>\d)$")

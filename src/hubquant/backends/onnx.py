@@ -69,7 +69,7 @@ ALGORITHMS = {"rtn": "rtn", "kquant": "k_quant"}
 # the fp32 CPU variant with the job's calibration text (CPU int4 only).
 GPTQ = "gptq"
 DATA_AWARE = ("awq", "hqq", "quark")
-# Tokens per calibration prompt and the most prompts GPTQ runs.
+# The most calibration prompts GPTQ runs; each is --imatrix-chunk-size tokens long.
 GPTQ_MAX_ROWS = 128
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 DEFAULT_BLOCK_SIZE = 32
@@ -552,14 +552,9 @@ class OnnxBackend:
             return None
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        comparisons = [prompt["comparison"] for prompt in evaluation["prompts"]]
-        return {
-            "target": f"onnx:{plain.name}",
-            "bits_per_weight": described["bits_per_weight"],
-            "kl_mean": sum(c["kl_mean"] for c in comparisons) / len(comparisons),
-            "kl_max": max(c["kl_max"] for c in comparisons),
-            "top1_agreement": sum(c["top1_agreement"] for c in comparisons) / len(comparisons),
-        }
+        from hubquant.comparison import summarize
+
+        return summarize(f"onnx:{plain.name}", described["bits_per_weight"], [prompt["comparison"] for prompt in evaluation["prompts"]])
 
     def _publish(self, context, release, target, variant: Variant, described: dict, report: ValidationReport, extra_facts: dict | None = None) -> None:
         folder: Path = described["folder"]

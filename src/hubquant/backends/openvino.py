@@ -584,14 +584,11 @@ class OpenvinoBackend:
             log.warning("the data-free comparison export failed: %s", error)
             return None
         shutil.rmtree(folder, ignore_errors=True)
-        comparisons = [prompt["comparison"] for prompt in evaluation["prompts"]]
-        return {
-            "export_arguments": plain.export_arguments(),
-            "bits_per_weight": described.get("bits_per_weight"),
-            "kl_mean": sum(c["kl_mean"] for c in comparisons) / len(comparisons),
-            "kl_max": max(c["kl_max"] for c in comparisons),
-            "top1_agreement": sum(c["top1_agreement"] for c in comparisons) / len(comparisons),
-        }
+        from hubquant.comparison import summarize
+
+        summary = summarize(f"openvino:{plain.precision}", described.get("bits_per_weight"),
+                            [prompt["comparison"] for prompt in evaluation["prompts"]])  # fmt: skip
+        return {**summary, "export_arguments": plain.export_arguments()}
 
     def _evaluate(self, toolchain, folder: Path, context: BuildContext, out_dir: Path, against: dict[str, str] | None) -> dict:
         reference = context.reference

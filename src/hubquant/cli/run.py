@@ -45,7 +45,7 @@ def _common_options(function):
         click.option("--calibration-dataset", metavar="ID[@REVISION]",
                      help="Hub dataset whose .txt and .jsonl files are the calibration text."),
         click.option("--imatrix-chunk-size", type=int, default=CalibrationOptions.chunk_size, show_default=True,
-                     help="Tokens per chunk of calibration text for the importance matrix."),
+                     help="Tokens per chunk of calibration text: the importance matrix's chunks and GPTQ's prompts."),
         click.option("--imatrix-min-chunks", type=int, default=CalibrationOptions.min_chunks, show_default=True,
                      help="Reject an importance matrix computed over fewer chunks than this."),
         click.option("--imatrix-max-chunks", type=int,

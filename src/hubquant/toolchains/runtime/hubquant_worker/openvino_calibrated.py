@@ -23,7 +23,7 @@ def main(argv: list[str]) -> None:
 
     texts = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     if not texts or not all(isinstance(text, str) and text.strip() for text in texts):
-        raise SystemExit(f"{argv[0]} must hold a non-empty list of non-empty strings")
+        raise SystemExit(f"{argv[0]} must contain a non-empty list of non-empty strings")
     parser = argparse.ArgumentParser(prog="optimum-cli export openvino")
     parse_args_openvino(parser)
     # The placeholder name passes the command line's checks for data-aware
