@@ -52,6 +52,17 @@ def test_actionlint_catches_script_injection(tmp_path):
     assert "shellcheck" in result.stdout
 
 
+def test_hardware_input_example_names_real_presets():
+    from hubquant.hardware import HARDWARE
+
+    workflow = yaml.safe_load((WORKFLOWS / "quantize.yml").read_text())
+    # PyYAML reads the "on" key as True.
+    description = workflow[True]["workflow_dispatch"]["inputs"]["hardware"]["description"]
+    example = re.search(r'"([^"]+)"', description).group(1)
+    for key in re.split(r"[\s,]+", example):
+        assert key in HARDWARE, key
+
+
 def test_ci_runs_readme_test_command():
     readme_command = ".venv/bin/python -m pytest -q"
     assert readme_command in (ROOT / "README.md").read_text()
