@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 from huggingface_hub import HfApi, snapshot_download
-from huggingface_hub.errors import RepositoryNotFoundError
 
 from hubquant import toolchains
 from hubquant.cards import validate_card_metadata
@@ -156,6 +155,3 @@ def test_bad_target_error(hub, tmp_path):
     assert "unknown option 'imatrx'" in result.stderr
 
 
-def test_bob_cannot_see_private_release(hub):
-    with pytest.raises(RepositoryNotFoundError):
-        HfApi(endpoint=hub.url, token=hub.token_for("bob")).model_info("alice/does-not-exist-GGUF")
