@@ -9,7 +9,7 @@ import pytest
 
 from hubquant import toolchains
 from hubquant.backends.base import BuildContext
-from hubquant.backends.gguf import GgufBackend
+from hubquant.backends.gguf import GgufBackend, parse_variant
 from hubquant.progress import Reporter
 from hubquant.reference import compute_reference
 from hubquant.source import chat_template_of, inspect_folder
@@ -86,5 +86,5 @@ def test_corrupted_quantized_tensor_fails(converted, gguf_toolchain):
         backend.validate_unquantized(context, gguf_toolchain, intermediate, work / "base")
         logits = intermediate["logits"]
     candidate = _tampered(converted, gguf_toolchain, "corrupt-tensor")
-    report = backend.validate_quantized(context, gguf_toolchain, candidate, "BF16", logits, work / "q")
+    report = backend.validate_quantized(context, gguf_toolchain, candidate, parse_variant("BF16"), logits, work / "q")
     assert "KL divergence to the unquantized conversion" in {check.name for check in report.failures}
