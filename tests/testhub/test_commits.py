@@ -280,3 +280,36 @@ def test_gitignore_skips_files(alice, repo_id, tmp_path):
     files = alice.list_repo_files(repo_id)
     assert "keep.txt" in files
     assert "drop.tmp" not in files
+
+
+def lfs_verify(hub, repo_id: str, token: str, oid: str, size: int) -> httpx2.Response:
+    return httpx2.post(
+        f"{hub.url}/{repo_id}.git/info/lfs/objects/verify",
+        json={"oid": oid, "size": size},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def test_lfs_verify_after_upload(hub, alice, repo_id):
+    content = os.urandom(1000)
+    oid = hashlib.sha256(content).hexdigest()
+    action = lfs_batch(hub, repo_id, alice.token, oid, len(content))
+    assert httpx2.put(action["actions"]["upload"]["href"], content=content).status_code == 200
+    assert lfs_verify(hub, repo_id, alice.token, oid, len(content)).status_code == 200
+
+
+def test_lfs_verify_missing_object(hub, alice, repo_id):
+    oid = hashlib.sha256(b"never uploaded").hexdigest()
+    response = lfs_verify(hub, repo_id, alice.token, oid, 14)
+    assert response.status_code == 404
+    assert "was not uploaded" in response.text
+
+
+def test_lfs_verify_wrong_size(hub, alice, repo_id):
+    content = os.urandom(1000)
+    oid = hashlib.sha256(content).hexdigest()
+    action = lfs_batch(hub, repo_id, alice.token, oid, len(content))
+    assert httpx2.put(action["actions"]["upload"]["href"], content=content).status_code == 200
+    response = lfs_verify(hub, repo_id, alice.token, oid, 999)
+    assert response.status_code == 422
+    assert "has 1000 bytes, not 999" in response.text
