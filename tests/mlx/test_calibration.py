@@ -7,19 +7,28 @@ import json
 from pathlib import Path
 
 import pytest
+from huggingface_hub import snapshot_download
 
 from hubquant.backends.mlx import parse_precision
 from hubquant.errors import UsageError
 from hubquant.pipeline import JobRequest, run_job
+from hubquant.tinymodels import publish_tiny_model
+
+
+SOURCE = "alice/calibration-source-mlx"
 
 
 @pytest.fixture(scope="module")
-def gptq_release(tiny_model, tmp_path_factory):
-    folder = tiny_model("phi-3-mini-4k-instruct")
-    out = tmp_path_factory.mktemp("gptq")
-    result = run_job(JobRequest(source=str(folder), targets=["mlx:4bit-gptq"], output_dir=out))
+def gptq_release(hub, alice, tmp_path_factory) -> Path:
+    """The job from the local Hub, pushed back, then downloaded fresh."""
+    publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=SOURCE, workdir=tmp_path_factory.mktemp("publish"))
+    request = JobRequest(source=SOURCE, targets=["mlx:4bit-gptq"], endpoint=hub.url, token=hub.token_for("alice"), push=True,
+                         work_dir=tmp_path_factory.mktemp("work"))  # fmt: skip
+    result = run_job(request)
     assert result.ok, result.releases[0].failed
-    return Path(result.releases[0].url)
+    assert result.releases[0].status == "published"
+    return Path(snapshot_download(result.releases[0].repo_id, endpoint=hub.url, token=hub.token_for("alice"),
+                                  local_dir=tmp_path_factory.mktemp("download") / result.releases[0].repo_id.split("/")[1]))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -56,6 +65,16 @@ def test_gptq_release_named_and_quantized(gptq_release):
     assert quantization["bits"] == 4
     assert quantization["group_size"] == 64
     assert quantization["model.embed_tokens"] == {"bits": 4, "group_size": 64}
+
+
+def test_gptq_download_generates(gptq_release, mlx_toolchain):
+    import subprocess
+
+    code = ("import sys; from mlx_lm import load, generate; model, tokenizer = load(sys.argv[1]); "
+            "print(len(generate(model, tokenizer, prompt='Hello', max_tokens=4)) >= 0)")  # fmt: skip
+    result = subprocess.run([str(mlx_toolchain.python), "-c", code, str(gptq_release)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("True")
 
 
 def test_gptq_facts_and_comparison(gptq_release):

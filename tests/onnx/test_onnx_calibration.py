@@ -7,19 +7,29 @@ import json
 from pathlib import Path
 
 import pytest
+from huggingface_hub import snapshot_download
 
 from hubquant.backends.onnx import parse_variant
 from hubquant.pipeline import JobRequest, run_job
+from hubquant.tinymodels import publish_tiny_model
 
 FOLDER = "cpu-int4-gptq-block-32-acc-level-4"
 
 
+SOURCE = "alice/calibration-source-onnx"
+
+
 @pytest.fixture(scope="module")
-def gptq_release(tiny_model, tmp_path_factory) -> Path:
-    folder = tiny_model("phi-3-mini-4k-instruct")
-    result = run_job(JobRequest(source=str(folder), targets=["onnx:int4-gptq"], output_dir=tmp_path_factory.mktemp("gptq")))
+def gptq_release(hub, alice, tmp_path_factory) -> Path:
+    """The job from the local Hub, pushed back, then downloaded fresh."""
+    publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=SOURCE, workdir=tmp_path_factory.mktemp("publish"))
+    request = JobRequest(source=SOURCE, targets=["onnx:int4-gptq"], endpoint=hub.url, token=hub.token_for("alice"), push=True,
+                         work_dir=tmp_path_factory.mktemp("work"))  # fmt: skip
+    result = run_job(request)
     assert result.ok, result.releases[0].failed
-    return Path(result.releases[0].url)
+    assert result.releases[0].status == "published"
+    return Path(snapshot_download(result.releases[0].repo_id, endpoint=hub.url, token=hub.token_for("alice"),
+                                  local_dir=tmp_path_factory.mktemp("download")))  # fmt: skip
 
 
 def _entry(release: Path) -> dict:
@@ -32,6 +42,13 @@ def test_gptq_variant_name():
     assert variant.data_aware
     assert variant.data_free().name == "cpu-int4-rtn-block-64-acc-level-4-asym"
     assert not variant.data_free().data_aware
+
+
+def test_gptq_release_runs_after_download(gptq_release, onnx_toolchain):
+    from hubquant import toolchains
+
+    described = toolchains.run_step(onnx_toolchain, "onnx", {"op": "describe", "folder": str(gptq_release / FOLDER)}).data
+    assert described["quantized_nodes"]
 
 
 def test_gptq_folder_is_self_contained(gptq_release):

@@ -4,37 +4,56 @@ data set."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from huggingface_hub import snapshot_download
 
 from hubquant.backends.openvino import resolve_compression
 from hubquant.errors import UsageError
+from hubquant.pipeline import JobRequest, run_job
 from hubquant.targets import parse_target
+from hubquant.tinymodels import publish_tiny_model
 
 from openvino_helpers import check_statuses, local_job, staged_manifest
 
 DATA_AWARE = "openvino:int4:awq=true,scale-estimation=true,sensitivity-metric=max_activation_variance,ratio=0.8,sym=true"
 
 
-@pytest.fixture(scope="module")
-def data_aware_job(tiny_model, tmp_path_factory):
-    folder = tiny_model("phi-3-mini-4k-instruct")
-    return local_job(folder, [DATA_AWARE], tmp_path_factory.mktemp("data-aware"))
+SOURCE = "alice/calibration-source-openvino"
 
 
 @pytest.fixture(scope="module")
-def release(data_aware_job):
-    assert data_aware_job.ok, data_aware_job.releases[0].failed
-    return data_aware_job.releases[0]
+def release(hub, alice, tmp_path_factory) -> Path:
+    """The job from the local Hub, pushed back, then downloaded fresh."""
+    publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=SOURCE, workdir=tmp_path_factory.mktemp("publish"))
+    request = JobRequest(source=SOURCE, targets=[DATA_AWARE], endpoint=hub.url, token=hub.token_for("alice"), push=True,
+                         work_dir=tmp_path_factory.mktemp("work"))  # fmt: skip
+    result = run_job(request)
+    assert result.ok, result.releases[0].failed
+    assert result.releases[0].status == "published"
+    return Path(snapshot_download(result.releases[0].repo_id, endpoint=hub.url, token=hub.token_for("alice"),
+                                  local_dir=tmp_path_factory.mktemp("download")))  # fmt: skip
 
 
-def _card(release) -> str:
-    return (Path(release.url) / "README.md").read_text()
+def _card(release: Path) -> str:
+    return (release / "README.md").read_text()
+
+
+def _manifest(release: Path) -> dict:
+    return json.loads((release / "hubquant.json").read_text())
+
+
+def test_download_runs_in_openvino_genai(release, openvino_toolchain):
+    from hubquant import toolchains
+
+    generated = toolchains.run_step(openvino_toolchain, "openvino", {"op": "generate", "folder": str(release), "prompt": "Hello", "max_new_tokens": 4}).data
+    assert "text" in generated
 
 
 def test_ir_records_data_aware_settings(release):
-    manifest = staged_manifest(release)
+    manifest = _manifest(release)
     recorded = manifest["artifacts"][0]["facts"]["weight_compression"]
     assert recorded["awq"] == "True"
     assert recorded["scale_estimation"] == "True"
@@ -54,7 +73,7 @@ def test_card_names_calibration_and_comparison(release):
 
 
 def test_data_free_comparison_differs(release):
-    manifest = staged_manifest(release)
+    manifest = _manifest(release)
     validation = manifest["artifacts"][0]["validation"]
     card = _card(release)
     kl_with = f"{validation['kl_mean']:.4g}"
