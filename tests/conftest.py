@@ -81,3 +81,27 @@ def tiny_model(tmp_path_factory):
         return cache[key]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def hub_release(hub, alice, tmp_path_factory):
+    """Publish the tiny Phi-3 to the local Hub as ``source``, run the main job
+    on ``targets`` with --push, and return a fresh download of the release."""
+    from huggingface_hub import snapshot_download
+
+    from hubquant.pipeline import JobRequest, run_job
+    from hubquant.tinymodels import publish_tiny_model
+
+    def release(source: str, targets: list[str]) -> Path:
+        publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=source, workdir=tmp_path_factory.mktemp("publish"))
+        token = hub.token_for("alice")
+        request = JobRequest(source=source, targets=targets, endpoint=hub.url, token=token, push=True,
+                             work_dir=tmp_path_factory.mktemp("work"))  # fmt: skip
+        result = run_job(request)
+        assert result.ok, result.releases[0].failed
+        assert result.releases[0].status == "published"
+        repo_id = result.releases[0].repo_id
+        folder = tmp_path_factory.mktemp("download") / repo_id.split("/")[1]
+        return Path(snapshot_download(repo_id, endpoint=hub.url, token=token, local_dir=folder))
+
+    return release

@@ -159,7 +159,7 @@ def card_context(
 
 
 def _calibration_context(artifacts: list[dict]) -> dict | None:
-    """Return what the card says about the importance matrix, or None when no file used one."""
+    """Return the card's facts about the importance matrix, or None when no file used one."""
     used = [entry["facts"]["imatrix"] for entry in artifacts if entry.get("facts", {}).get("imatrix")]
     if not used:
         return None

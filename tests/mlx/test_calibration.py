@@ -7,28 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-from huggingface_hub import snapshot_download
 
 from hubquant.backends.mlx import parse_precision
 from hubquant.errors import UsageError
-from hubquant.pipeline import JobRequest, run_job
-from hubquant.tinymodels import publish_tiny_model
 
 
 SOURCE = "alice/calibration-source-mlx"
 
 
 @pytest.fixture(scope="module")
-def gptq_release(hub, alice, tmp_path_factory) -> Path:
+def gptq_release(hub_release) -> Path:
     """The job from the local Hub, pushed back, then downloaded fresh."""
-    publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=SOURCE, workdir=tmp_path_factory.mktemp("publish"))
-    request = JobRequest(source=SOURCE, targets=["mlx:4bit-gptq"], endpoint=hub.url, token=hub.token_for("alice"), push=True,
-                         work_dir=tmp_path_factory.mktemp("work"))  # fmt: skip
-    result = run_job(request)
-    assert result.ok, result.releases[0].failed
-    assert result.releases[0].status == "published"
-    return Path(snapshot_download(result.releases[0].repo_id, endpoint=hub.url, token=hub.token_for("alice"),
-                                  local_dir=tmp_path_factory.mktemp("download") / result.releases[0].repo_id.split("/")[1]))  # fmt: skip
+    return hub_release(SOURCE, ["mlx:4bit-gptq"])
 
 
 @pytest.mark.parametrize(

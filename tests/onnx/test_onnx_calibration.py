@@ -7,29 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
-from huggingface_hub import snapshot_download
 
 from hubquant.backends.onnx import parse_variant
-from hubquant.pipeline import JobRequest, run_job
-from hubquant.tinymodels import publish_tiny_model
 
 FOLDER = "cpu-int4-gptq-block-32-acc-level-4"
-
-
 SOURCE = "alice/calibration-source-onnx"
 
 
 @pytest.fixture(scope="module")
-def gptq_release(hub, alice, tmp_path_factory) -> Path:
+def gptq_release(hub_release) -> Path:
     """The job from the local Hub, pushed back, then downloaded fresh."""
-    publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=SOURCE, workdir=tmp_path_factory.mktemp("publish"))
-    request = JobRequest(source=SOURCE, targets=["onnx:int4-gptq"], endpoint=hub.url, token=hub.token_for("alice"), push=True,
-                         work_dir=tmp_path_factory.mktemp("work"))  # fmt: skip
-    result = run_job(request)
-    assert result.ok, result.releases[0].failed
-    assert result.releases[0].status == "published"
-    return Path(snapshot_download(result.releases[0].repo_id, endpoint=hub.url, token=hub.token_for("alice"),
-                                  local_dir=tmp_path_factory.mktemp("download")))  # fmt: skip
+    return hub_release(SOURCE, ["onnx:int4-gptq"])
 
 
 def _entry(release: Path) -> dict:

@@ -8,13 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from huggingface_hub import snapshot_download
 
 from hubquant.backends.openvino import resolve_compression
 from hubquant.errors import UsageError
-from hubquant.pipeline import JobRequest, run_job
 from hubquant.targets import parse_target
-from hubquant.tinymodels import publish_tiny_model
 
 from openvino_helpers import check_statuses, local_job, staged_manifest
 
@@ -25,16 +22,9 @@ SOURCE = "alice/calibration-source-openvino"
 
 
 @pytest.fixture(scope="module")
-def release(hub, alice, tmp_path_factory) -> Path:
+def release(hub_release) -> Path:
     """The job from the local Hub, pushed back, then downloaded fresh."""
-    publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=SOURCE, workdir=tmp_path_factory.mktemp("publish"))
-    request = JobRequest(source=SOURCE, targets=[DATA_AWARE], endpoint=hub.url, token=hub.token_for("alice"), push=True,
-                         work_dir=tmp_path_factory.mktemp("work"))  # fmt: skip
-    result = run_job(request)
-    assert result.ok, result.releases[0].failed
-    assert result.releases[0].status == "published"
-    return Path(snapshot_download(result.releases[0].repo_id, endpoint=hub.url, token=hub.token_for("alice"),
-                                  local_dir=tmp_path_factory.mktemp("download")))  # fmt: skip
+    return hub_release(SOURCE, [DATA_AWARE])
 
 
 def _card(release: Path) -> str:

@@ -47,7 +47,7 @@ class Release:
     artifacts: list[Artifact] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
-    # Files the repo holds beside the artifacts' own (a GGUF importance matrix).
+    # Files the repo contains beside the artifacts' own (a GGUF importance matrix).
     shared_files: list[Path] = field(default_factory=list)
 
 

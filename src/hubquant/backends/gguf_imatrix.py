@@ -1,10 +1,11 @@
 """The importance matrix of a GGUF release: computed once per job, checked, published.
 
 The matrix is computed from the unquantized conversion and the job's
-calibration text in the GGUF toolchain (``hubquant_worker.gguf_imatrix``),
-then read back from the file and checked for coverage before any type uses it:
-a matrix with fewer chunks than the minimum, or without data for a weight the
-quantizer will use it on, is rejected rather than published as if complete.
+calibration text in the GGUF toolchain (``hubquant_worker.gguf_imatrix``).
+It is then read back from the file and checked for coverage before any type
+uses it. A matrix with fewer chunks than the minimum, or without data for a
+weight the quantizer will use it on, is rejected rather than published as if
+complete.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ ALGORITHMS = {"rtn": "rtn", "kquant": "k_quant"}
 # the fp32 CPU variant with the job's calibration text (CPU int4 only).
 GPTQ = "gptq"
 DATA_AWARE = ("awq", "hqq", "quark")
-# The most calibration prompts GPTQ runs; each is --imatrix-chunk-size tokens long.
+# The maximum number of calibration prompts GPTQ runs, each --imatrix-chunk-size tokens long.
 GPTQ_MAX_ROWS = 128
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 DEFAULT_BLOCK_SIZE = 32
