@@ -45,7 +45,7 @@ def choose_model(page: Page, query: str, repo_id: str) -> None:
     # found by its label and clicked once it is shown.
     option = page.locator(f'#model ul li[aria-label="{repo_id}"]')
     # A search returned late can replace the list just as the option is
-    # clicked, so the click is repeated until the box holds the choice.
+    # clicked, so the click is repeated until the box contains the choice.
     for attempt in range(5):
         expect(option).to_be_visible(timeout=30_000)
         option.click()

@@ -39,9 +39,9 @@ def check_coverage(summary: dict, tensors: list[dict], options: CalibrationOptio
     entries = summary.get("entries") or {}
     missing = [name for name in matrix_weights(tensors) if entries.get(name, 0) <= 0]
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise SourceError(
-            f"the importance matrix has no data for {len(missing)} weights ({shown}); "
+            f"the importance matrix has no data for {len(missing)} weights ({listed}); "
             "it is incomplete and was not used"
         )
     rows = min((entries[name] for name in matrix_weights(tensors)), default=0)

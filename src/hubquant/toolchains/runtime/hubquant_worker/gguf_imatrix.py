@@ -32,6 +32,7 @@ GGML_MAX_DIMS = 4
 GGML_MAX_SRC = 10
 GGML_MAX_OP_PARAMS = 64
 GGML_MAX_NAME = 64
+GGML_TYPE_F32 = 0  # enum ggml_type in ggml.h
 
 
 class GgmlTensor(ctypes.Structure):
@@ -116,7 +117,13 @@ class Collector:
         activation = tensor.src[1].contents
         name = _weight_name(weight.name)
         if ask:
-            return activation.ne[1] >= MIN_ROWS and activation.type == 0 and name.startswith("blk.")
+            return activation.ne[1] >= MIN_ROWS and activation.type == GGML_TYPE_F32 and name.startswith("blk.")
+
+        matrices = weight.ne[2] * weight.ne[3]
+        if matrices != 1:
+            self.error = f"{name}: weights with {matrices} matrices are not supported"
+            return False
+        # Copy the activation out of its backend buffer and view it with its strides.
         size = self.library.ggml_nbytes(ctypes.addressof(activation))
         buffer = np.empty(size, dtype=np.uint8)
         self.library.ggml_backend_tensor_get(ctypes.addressof(activation), buffer.ctypes.data, 0, size)
@@ -124,10 +131,7 @@ class Collector:
         strides = tuple(activation.nb[i] for i in reversed(range(GGML_MAX_DIMS)))
         values = np.lib.stride_tricks.as_strided(buffer.view(np.float32), shape=shape, strides=strides)
         values = values.astype(np.float64)
-        matrices = weight.ne[2] * weight.ne[3]
-        if matrices != 1:
-            self.error = f"{name}: weights with {matrices} matrices are not supported"
-            return False
+
         squares = np.square(values).sum(axis=(0, 1, 2))
         if not np.all(np.isfinite(squares)):
             self.error = f"non-finite activations reached {name}"
