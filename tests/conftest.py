@@ -32,7 +32,6 @@ def _free_loopback_port() -> int:
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_free_loopback_port()}"
 os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
 
-import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -40,7 +39,7 @@ from huggingface_hub import HfApi  # noqa: E402
 
 from hubquant import toolchains  # noqa: E402
 from hubquant.testhub import HubServer  # noqa: E402
-from hubquant.tinymodels import build_tiny_model  # noqa: E402
+from hubquant.tinymodels import BuildCache  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -69,22 +68,18 @@ def alice(hub) -> HfApi:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """Build a tiny model once per (name, options) and return its folder."""
-    cache: dict[str, Path] = {}
-    root = tmp_path_factory.mktemp("tiny-models")
+def tiny_model(tmp_path_factory) -> BuildCache:
+    """Every tiny model build of the run, each built once per (name, options).
 
-    def build(name: str, **options) -> Path:
-        key = json.dumps([name, options], sort_keys=True)
-        if key not in cache:
-            cache[key] = build_tiny_model(name, root / f"{name}-{len(cache)}", **options)
-        return cache[key]
-
-    return build
+    Call it as ``tiny_model(name, **options)`` for the folder, or pass it to
+    ``publish_tiny_model(..., cache=tiny_model)``. Copy a folder before
+    changing its files.
+    """
+    return BuildCache(tmp_path_factory.mktemp("tiny-models"))
 
 
 @pytest.fixture(scope="session")
-def hub_release(hub, alice, tmp_path_factory):
+def hub_release(hub, alice, tmp_path_factory, tiny_model):
     """Publish the tiny Phi-3 to the local Hub as ``source``, run the main job
     on ``targets`` with --push, and return a fresh download of the release."""
     from huggingface_hub import snapshot_download
@@ -93,7 +88,7 @@ def hub_release(hub, alice, tmp_path_factory):
     from hubquant.tinymodels import publish_tiny_model
 
     def release(source: str, targets: list[str]) -> Path:
-        publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=source, workdir=tmp_path_factory.mktemp("publish"))
+        publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=source, cache=tiny_model)
         token = hub.token_for("alice")
         request = JobRequest(source=source, targets=targets, endpoint=hub.url, token=token, push=True,
                              work_dir=tmp_path_factory.mktemp("work"))  # fmt: skip

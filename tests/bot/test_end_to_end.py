@@ -38,7 +38,7 @@ def release_files(api: HfApi) -> list[str] | None:
 
 
 @pytest.fixture(scope="module")
-def webhook_release(bot_hub, bot_alice, tmp_path_factory, gguf_toolchain, reference_toolchain):
+def webhook_release(bot_hub, bot_alice, tiny_model, tmp_path_factory, gguf_toolchain, reference_toolchain):
     folder = tmp_path_factory.mktemp("end-to-end")
     config = write_config(folder / "bot.yaml", hub_url=bot_hub.url, queue_url="sqlite:///jobs.db",
                           queue={"lease_seconds": 3}, worker={"work_dir": "work"})
@@ -52,7 +52,7 @@ def webhook_release(bot_hub, bot_alice, tmp_path_factory, gguf_toolchain, refere
         bot_hub.webhooks.copies = 2  # every event arrives twice, as the Hub may deliver it
         workers = [processes.start(f"worker-{index}", "bot", "worker", "--config", str(config)) for index in range(2)]
 
-        sha = publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id=SOURCE, workdir=folder / "model")
+        sha = publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id=SOURCE, cache=tiny_model)
         assert bot_hub.webhooks.wait_idle()
         deliveries = [record for record in bot_hub.webhooks.deliveries if record.webhook_id == hook.id]
 

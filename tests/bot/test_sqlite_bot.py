@@ -55,9 +55,8 @@ def test_restart_keeps_queue(bot_hub, processes, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def limits_source(bot_alice, tmp_path_factory) -> str:
-    return publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id="microsoft/Phi-3-limits",
-                              workdir=tmp_path_factory.mktemp("limits-model"))
+def limits_source(bot_alice, tiny_model) -> str:
+    return publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id="microsoft/Phi-3-limits", cache=tiny_model)
 
 
 def run_one(bot_hub, tmp_path, monkeypatch, spec: JobSpec, worker: dict):

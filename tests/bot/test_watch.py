@@ -10,7 +10,7 @@ from hubquant.tinymodels import publish_tiny_model
 from conftest import wait_until, write_config
 
 
-def test_watch_queues_new_model(bot_hub, bot_alice, processes, tmp_path):
+def test_watch_queues_new_model(bot_hub, bot_alice, processes, tiny_model, tmp_path):
     bot_alice.create_repo("microsoft/Phi-watch-existing", exist_ok=True)
     config = write_config(tmp_path / "bot.yaml", hub_url=bot_hub.url, queue_url="sqlite:///jobs.db",
                           watch={"state": "watch-state.json"})
@@ -20,8 +20,7 @@ def test_watch_queues_new_model(bot_hub, bot_alice, processes, tmp_path):
     wait_until(lambda: "recorded" in processes.log_of(watcher), 60, what="the first poll")
     assert queue.list_jobs() == []
 
-    sha = publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id="microsoft/Phi-watch-new",
-                             workdir=tmp_path / "model")
+    sha = publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id="microsoft/Phi-watch-new", cache=tiny_model)
     job = wait_until(lambda: next((record for record in queue.list_jobs() if record.spec.sha == sha), None), 60,
                      what="a job for the new model's commit")
     assert job.spec.source == "microsoft/Phi-watch-new"

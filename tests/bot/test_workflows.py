@@ -134,13 +134,13 @@ def run_steps(workflow: dict, inputs: dict, secrets: dict, base_env: dict, temp:
     return outputs
 
 
-def test_quantize_workflow_steps_publish(bot_hub, bot_alice, tmp_path, gguf_toolchain, reference_toolchain):
+def test_quantize_workflow_steps_publish(bot_hub, bot_alice, tiny_model, tmp_path, gguf_toolchain, reference_toolchain):
     assert yaml.safe_load((WORKFLOWS / "quantize.yml").read_text())["defaults"]["run"]["shell"] == "bash"
     workflow = yaml.safe_load((WORKFLOWS / "quantize.yml").read_text())
     # PyYAML reads the key `on` as True (YAML 1.1).
     workflow["on"] = workflow.pop(True)
     source = "microsoft/Phi-workflow"
-    publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id=source, workdir=tmp_path / "model")
+    publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id=source, cache=tiny_model)
     token = bot_hub.token_for("bob")
     venv_bin = str(Path(os.sys.executable).parent)
     base_env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGING"))}

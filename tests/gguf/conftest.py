@@ -11,11 +11,10 @@ from gguf_helpers import run_cli
 
 
 @pytest.fixture(scope="session")
-def phi3_source(hub, alice, tmp_path_factory) -> str:
+def phi3_source(hub, alice, tiny_model) -> str:
     """microsoft/Phi-3-mini-4k-instruct on the local Hub; returns its commit sha."""
     return publish_tiny_model(
-        alice, "phi-3-mini-4k-instruct", repo_id="microsoft/Phi-3-mini-4k-instruct",
-        workdir=tmp_path_factory.mktemp("publish-phi3"),
+        alice, "phi-3-mini-4k-instruct", repo_id="microsoft/Phi-3-mini-4k-instruct", cache=tiny_model
     )
 
 

@@ -3,12 +3,14 @@ and releases built once per test run and checked by many tests."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from huggingface_hub.errors import RepositoryNotFoundError
 
 from hubquant import toolchains
 from hubquant.pipeline import JobRequest, run_job
-from hubquant.tinymodels import build_tiny_model, publish_tiny_model
+from hubquant.tinymodels import publish_tiny_model
 
 from mlx_helpers import move_rope_keys, run_cli
 
@@ -24,7 +26,7 @@ def mlx_toolchain() -> toolchains.Toolchain:
 
 
 @pytest.fixture(scope="session")
-def phi3_mlx_source(hub, alice, tmp_path_factory) -> str:
+def phi3_mlx_source(hub, alice, tiny_model) -> str:
     """PHI3 on the local Hub; returns its commit sha.
 
     Another backend's tests may have published the same tiny model under this
@@ -34,12 +36,12 @@ def phi3_mlx_source(hub, alice, tmp_path_factory) -> str:
     try:
         return alice.model_info(PHI3).sha
     except RepositoryNotFoundError:
-        return publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=PHI3, workdir=tmp_path_factory.mktemp("publish-phi3"))
+        return publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=PHI3, cache=tiny_model)
 
 
 @pytest.fixture(scope="session")
-def phi4_mini_mlx_source(hub, alice, tmp_path_factory) -> str:
-    folder = build_tiny_model("phi-4-mini-instruct", tmp_path_factory.mktemp("phi4-mini") / "model")
+def phi4_mini_mlx_source(hub, alice, tiny_model, tmp_path_factory) -> str:
+    folder = shutil.copytree(tiny_model("phi-4-mini-instruct"), tmp_path_factory.mktemp("phi4-mini") / "model")
     move_rope_keys(folder)
     alice.create_repo(PHI4_MINI, exist_ok=True)
     return alice.upload_folder(repo_id=PHI4_MINI, folder_path=folder, commit_message="Tiny Phi-4-mini, rope_parameters").oid

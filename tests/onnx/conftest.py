@@ -22,7 +22,7 @@ def onnx_toolchain() -> toolchains.Toolchain:
 
 
 @pytest.fixture(scope="session")
-def phi3_onnx_source(hub, alice, tmp_path_factory) -> str:
+def phi3_onnx_source(hub, alice, tiny_model) -> str:
     """PHI3 on the local Hub; returns its commit sha.
 
     Another backend's tests may have published the same tiny model under this
@@ -32,7 +32,7 @@ def phi3_onnx_source(hub, alice, tmp_path_factory) -> str:
     try:
         return alice.model_info(PHI3).sha
     except RepositoryNotFoundError:
-        return publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=PHI3, workdir=tmp_path_factory.mktemp("publish-phi3"))
+        return publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=PHI3, cache=tiny_model)
 
 
 @pytest.fixture(scope="session")

@@ -117,7 +117,7 @@ def test_ordinary_model_has_no_conflicts(tiny_model, onnx_toolchain, tmp_path):
     assert facts == {"vocab_size": 32064, "tie_word_embeddings": False, "conflicts": []}
 
 
-def test_phimoe_rejected_before_download(hub, alice, tmp_path, monkeypatch):
+def test_phimoe_rejected_before_download(hub, alice, tiny_model, tmp_path, monkeypatch):
     from huggingface_hub.errors import RepositoryNotFoundError
 
     from hubquant import pipeline
@@ -126,7 +126,7 @@ def test_phimoe_rejected_before_download(hub, alice, tmp_path, monkeypatch):
     try:
         alice.model_info(repo_id)
     except RepositoryNotFoundError:
-        publish_tiny_model(alice, "phi-tiny-moe-instruct", repo_id=repo_id, workdir=tmp_path)
+        publish_tiny_model(alice, "phi-tiny-moe-instruct", repo_id=repo_id, cache=tiny_model)
 
     def no_download(*args, **kwargs):
         raise AssertionError("the job downloaded the source")

@@ -26,9 +26,9 @@ EOS_IDS = [32000, 32001, 32007]
 
 
 @pytest.fixture(scope="module")
-def source_sha(ov_alice, tmp_path_factory) -> str:
+def source_sha(ov_alice, tiny_model) -> str:
     # Phi-3.5-mini's tiny model keeps its chat template only in chat_template.jinja.
-    return publish_tiny_model(ov_alice, "phi-3.5-mini-instruct", repo_id=SOURCE, workdir=tmp_path_factory.mktemp("publish"))
+    return publish_tiny_model(ov_alice, "phi-3.5-mini-instruct", repo_id=SOURCE, cache=tiny_model)
 
 
 @pytest.fixture(scope="module")

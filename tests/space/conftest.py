@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from urllib.parse import urlparse
 
 import pytest
-
-from hubquant.tinymodels import build_tiny_model
 
 from space_helpers import (
     ARTIFACTS,
@@ -28,7 +27,7 @@ from space_helpers import (
 )
 
 @pytest.fixture(scope="session")
-def space_sources(hub, alice, tmp_path_factory) -> dict[str, str]:
+def space_sources(hub, alice, tiny_model, tmp_path_factory) -> dict[str, str]:
     """The Space tests' sources on the local Hub; returns repo id -> commit sha."""
     root = tmp_path_factory.mktemp("space-sources")
     shas = {}
@@ -37,8 +36,9 @@ def space_sources(hub, alice, tmp_path_factory) -> dict[str, str]:
         (OVERFLOW_SOURCE, {}, False, plant_f16_overflow),
         (LARGE_SOURCE, {"hidden_size": 512, "intermediate_size": 1536}, False, None),
     ):
-        folder = build_tiny_model("phi-3-mini-4k-instruct", root / repo_id.split("/")[1], **options)
+        folder = tiny_model("phi-3-mini-4k-instruct", **options)
         if patch is not None:
+            folder = shutil.copytree(folder, root / repo_id.split("/")[1])
             patch(folder)
         alice.create_repo(repo_id, private=private, exist_ok=True)
         shas[repo_id] = alice.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="Add tiny test source").oid

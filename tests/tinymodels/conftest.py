@@ -15,25 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from hubquant.tinymodels import TINY_MODELS, build_tiny_model
+from hubquant.tinymodels import TINY_MODELS, BuildCache
 
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Return ``build(name, **build_options) -> Path``, caching each build per session."""
-    built: dict[str, Path] = {}
-    root = tmp_path_factory.mktemp("tiny-models")
-
-    def build(name: str, **build_options) -> Path:
-        key = json.dumps([name, build_options], sort_keys=True)
-        if key not in built:
-            folder = root / f"{name}-{len(built)}"
-            built[key] = build_tiny_model(name, folder, **build_options)
-        return built[key]
-
-    return build
+def tiny_model_dir(tiny_model: BuildCache) -> Callable[..., Path]:
+    """Return ``build(name, **build_options) -> Path``, each build made once per run."""
+    return tiny_model
 
 
 @pytest.fixture(scope="session")

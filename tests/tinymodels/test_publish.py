@@ -14,7 +14,7 @@ from huggingface_hub import HfApi  # noqa: E402
 from huggingface_hub.errors import HfHubHTTPError  # noqa: E402
 
 from hubquant.testhub import HubServer  # noqa: E402
-from hubquant.tinymodels import publish_tiny_model  # noqa: E402
+from hubquant.tinymodels import BuildCache, publish_tiny_model  # noqa: E402
 
 # huggingface_hub 2.4.0 passes LFS file objects as data= to httpx2, which
 # warns about it. The warning comes from the client, not from this code.
@@ -79,3 +79,20 @@ def test_publish_private_gated(hub, alice, tmp_path) -> None:
 def test_publish_rejects_bad_gated(alice) -> None:
     with pytest.raises(ValueError, match="invalid gated value"):
         publish_tiny_model(alice, "phi-2", repo_id="alice/never", gated="sometimes")
+
+
+def test_publish_from_cache_builds_once(alice, tmp_path) -> None:
+    cache = BuildCache(tmp_path / "builds")
+    publish_tiny_model(alice, "phi-2", repo_id="alice/cached-a", cache=cache)
+    publish_tiny_model(alice, "phi-2", repo_id="alice/cached-b", cache=cache)
+    assert cache.builds == 1
+    publish_tiny_model(alice, "phi-2", repo_id="alice/cached-c", cache=cache, seed=3)
+    assert cache.builds == 2
+
+    def weights(repo_id: str) -> str:
+        (entry,) = [item for item in alice.model_info(repo_id, files_metadata=True).siblings
+                    if item.rfilename.endswith(".safetensors")]
+        return entry.lfs.sha256
+
+    assert weights("alice/cached-a") == weights("alice/cached-b") != weights("alice/cached-c")
+    assert cache("phi-2") == cache.folder("phi-2") and cache.builds == 2

@@ -12,6 +12,8 @@ from .specs import get_spec
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
+    from .cache import BuildCache
+
 _GATED_MODES = ("auto", "manual")
 
 
@@ -23,6 +25,7 @@ def publish_tiny_model(
     private: bool = False,
     gated: bool | str = False,
     workdir: Path | None = None,
+    cache: BuildCache | None = None,
     **build_options,
 ) -> str:
     """Build tiny model ``name``, upload it in one commit and return the commit sha.
@@ -32,12 +35,16 @@ def publish_tiny_model(
     commit). ``gated`` is False, True (same as "auto") or "auto"/"manual".
     The model is built in a new subfolder of ``workdir`` (kept) or in a
     temporary folder (removed); ``build_options`` go to ``build_tiny_model``.
+    With a ``cache``, the model comes from it (built there on first use) and
+    ``workdir`` is not used.
     """
     spec = get_spec(name)
     gated_mode = _gated_mode(gated)
     if repo_id is None:
         repo_id = f"{api.whoami()['name']}/{spec.repo_name}"
 
+    if cache is not None:
+        return _upload(api, name, repo_id, private, gated_mode, cache.folder(name, **build_options))
     if workdir is not None:
         return _build_and_upload(api, name, repo_id, private, gated_mode, Path(workdir), build_options)
     with tempfile.TemporaryDirectory(prefix="hubquant-tiny-") as temporary:
@@ -63,10 +70,14 @@ def _build_and_upload(
     workdir: Path,
     build_options: dict,
 ) -> str:
-    spec = get_spec(name)
     # A fresh subfolder, so publishing twice with one workdir cannot collide.
     workdir.mkdir(parents=True, exist_ok=True)
     folder = build_tiny_model(name, Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)), **build_options)
+    return _upload(api, name, repo_id, private, gated_mode, folder)
+
+
+def _upload(api: HfApi, name: str, repo_id: str, private: bool, gated_mode: str | None, folder: Path) -> str:
+    spec = get_spec(name)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     if gated_mode is not None:
         api.update_repo_settings(repo_id, gated=gated_mode, repo_type="model")
