@@ -131,10 +131,10 @@ def test_burst_queues_right_jobs(bot_hub, redis_url, redis_namespace, processes,
 
 
 @pytest.fixture
-def sources(bot_hub, bot_alice, tmp_path) -> dict[str, str]:
+def sources(bot_hub, bot_alice, tiny_model) -> dict[str, str]:
     """One tiny Phi model, four repos without config.json, and one unsupported architecture."""
     shas = {"build": publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id="microsoft/Phi-3-redis",
-                                        workdir=tmp_path / "model")}
+                                        cache=tiny_model)}
     for index in range(4):
         repo = f"microsoft/Phi-empty-{index}"
         bot_alice.create_repo(repo, exist_ok=True)
