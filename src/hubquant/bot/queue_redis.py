@@ -15,6 +15,18 @@ still alive. Huey does not acknowledge messages, so a killed worker's job is los
 Each job record is one field of the hash `<namespace>:jobs`, and a sorted set
 `<namespace>:jobs:created` orders them. A job is sent to Dramatiq only when
 `HSETNX` created its record, which is what deduplicates deliveries.
+
+A record and its entry in `<namespace>:jobs:unsent` are created in one script,
+and the entry is removed once Dramatiq has the message. A receiver that dies
+in between leaves the entry, and a worker sends it after a grace period
+(`resend_unsent`): so a job whose record exists always gets its message, even
+though later deliveries of the same commit count as duplicates.
+
+A second message for one job (a slow receiver and a worker both sending it)
+is harmless: `start` refuses a job that another worker is running with a fresh
+heartbeat (`JobHeld`), and the worker sends that message back with a delay.
+Workers renew `heartbeat_at` of their running jobs (`heartbeat`), so a job
+that runs for hours keeps its worker while that worker lives.
 """
 
 from __future__ import annotations
@@ -22,10 +34,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 
-from hubquant.bot.jobs import FINISHED, RUNNING, JobRecord, JobSpec, mark_running
-from hubquant.bot.queues import JobQueue, QueueSettings
+from hubquant.bot.jobs import FINISHED, QUEUED, RUNNING, JobRecord, JobSpec, mark_running
+from hubquant.bot.queues import JobHeld, JobQueue, QueueSettings
 from hubquant.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -34,6 +47,17 @@ QUEUE_NAME = "jobs"
 ACTOR_NAME = "hubquant_bot_job"
 # Dramatiq interrupts an actor after this long (TimeLimit middleware; its default is 10 minutes).
 JOB_TIME_LIMIT_MS = 24 * 3600 * 1000
+
+# KEYS: jobs hash, created zset, unsent zset. ARGV: job id, record JSON, created time.
+# Returns 1 when it created the record, 0 when the job existed.
+_CREATE_SCRIPT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return 1
+"""
 
 
 def _import_dramatiq():
@@ -61,6 +85,8 @@ class RedisQueue(JobQueue):
         self.redis = redis.Redis.from_url(url)
         self._jobs_key = f"{settings.namespace}:jobs"
         self._created_key = f"{settings.namespace}:jobs:created"
+        self._unsent_key = f"{settings.namespace}:jobs:unsent"
+        self._create = self.redis.register_script(_CREATE_SCRIPT)
         self.broker = RedisBroker(
             url=url,
             namespace=f"{settings.namespace}:dramatiq",
@@ -91,20 +117,41 @@ class RedisQueue(JobQueue):
     # -- records ----------------------------------------------------------------
 
     def submit(self, spec: JobSpec) -> tuple[JobRecord, bool]:
-        record = JobRecord(spec)
-        # One round trip: ZADD NX keeps the first score, so it is harmless for a duplicate.
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hsetnx(self._jobs_key, record.id, json.dumps(record.to_dict()))
-        pipe.zadd(self._created_key, {record.id: record.created_at}, nx=True)
-        created, _ = pipe.execute()
-        if not created:
-            existing = self.get(record.id)
+        record = self._create_record(spec)
+        if record is None:
+            existing = self.get(spec.job_id)
             assert existing is not None
             return existing, False
-        # NOTE: a crash between HSETNX and send leaves a queued record without a message;
-        # nothing requeues it yet.
         self.actor.send(record.id)
+        self.redis.zrem(self._unsent_key, record.id)
         return record, True
+
+    def _create_record(self, spec: JobSpec) -> JobRecord | None:
+        """Store a new queued record, marked unsent; return None when the job exists."""
+        record = JobRecord(spec)
+        keys = [self._jobs_key, self._created_key, self._unsent_key]
+        created = self._create(keys=keys, args=[record.id, json.dumps(record.to_dict()), record.created_at])
+        return record if created else None
+
+    def resend_unsent(self, grace_seconds: float) -> list[str]:
+        """Send the jobs whose records are older than `grace_seconds` and still
+        marked unsent (their receiver stopped before sending); return their ids.
+
+        Removing the mark decides which caller sends, so each is sent once.
+        """
+        sent = []
+        cutoff = time.time() - grace_seconds
+        for raw_id in self.redis.zrangebyscore(self._unsent_key, "-inf", cutoff):
+            if not self.redis.zrem(self._unsent_key, raw_id):
+                continue
+            job_id = raw_id.decode()
+            record = self.get(job_id)
+            if record is None or record.status != QUEUED:
+                continue
+            log.warning("job %s: its message was never sent (the receiver stopped); sending it now", job_id)
+            self.actor.send(job_id)
+            sent.append(job_id)
+        return sent
 
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hget(self._jobs_key, job_id)
@@ -146,17 +193,35 @@ class RedisQueue(JobQueue):
         return self._change(job_id, guarded)
 
     def start(self, job_id: str, worker: str) -> JobRecord | None:
+        held_by: list[str] = []
+
         def begin(record: JobRecord) -> bool:
+            held_by.clear()
             if record.status in FINISHED:
                 return False
             if record.status == RUNNING:
-                # Dramatiq redelivers a message only when its worker's heartbeat stopped.
-                log.warning("job %s: taking over from worker %s, which stopped during attempt %d",
-                            job_id, record.worker, record.attempts)
+                age = time.time() - (record.heartbeat_at or 0.0)
+                if age < self.settings.heartbeat_timeout_seconds:
+                    held_by.append(record.worker)
+                    return False
+                log.warning("job %s: taking over from worker %s, silent for %.0f s during attempt %d",
+                            job_id, record.worker, age, record.attempts)
             mark_running(record, worker)
             return True
 
-        return self._change(job_id, begin)
+        started = self._change(job_id, begin)
+        if held_by:
+            raise JobHeld(job_id, held_by[0])
+        return started
+
+    def heartbeat(self, job_ids: list[str], worker: str) -> None:
+        now = time.time()
+
+        def renew(record: JobRecord) -> None:
+            record.heartbeat_at = now
+
+        for job_id in job_ids:
+            self.update_running(job_id, worker, renew)
 
     def check(self) -> None:
         self.redis.ping()

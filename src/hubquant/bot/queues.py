@@ -37,6 +37,15 @@ class QueueSettings:
     namespace: str = "hubquant-bot"
 
 
+class JobHeld(Exception):
+    """A worker got a message for a job that another live worker is running."""
+
+    def __init__(self, job_id: str, worker: str) -> None:
+        super().__init__(f"job {job_id} is running on worker {worker}")
+        self.job_id = job_id
+        self.worker = worker
+
+
 class JobQueue(abc.ABC):
     """Stores job records and hands jobs to workers. Thread-safe."""
 
@@ -59,7 +68,14 @@ class JobQueue(abc.ABC):
 
     @abc.abstractmethod
     def start(self, job_id: str, worker: str) -> JobRecord | None:
-        """Mark a queued job as running on `worker`; return None when the job is finished or unknown."""
+        """Mark a queued job as running on `worker`; return None when the job is finished or unknown.
+
+        Raises JobHeld when another worker runs it and renewed its heartbeat recently.
+        """
+
+    @abc.abstractmethod
+    def heartbeat(self, job_ids: list[str], worker: str) -> None:
+        """Record that `worker` is still running `job_ids`."""
 
     @abc.abstractmethod
     def check(self) -> None:

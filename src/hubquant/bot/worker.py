@@ -1,8 +1,9 @@
 """A worker process: takes jobs from the queue and runs them, `concurrent_jobs` at a time.
 
-With the SQLite queue the worker claims jobs itself and renews their lease from
-a heartbeat thread. With the Redis queue Dramatiq delivers the jobs and keeps
-the worker's heartbeat. In both cases a job that fails with a transient error
+With the SQLite queue the worker claims jobs itself. With the Redis queue
+Dramatiq delivers the jobs and keeps the worker's heartbeat; the worker also
+sends the jobs whose receiver stopped before sending them. In both cases a
+heartbeat thread renews the records of the running jobs, and a job that fails with a transient error
 goes back to the queue with a delay. A job whose estimated disk or memory does
 not fit next to the running jobs goes back without counting an attempt.
 """
@@ -18,7 +19,7 @@ import uuid
 
 from hubquant.bot.config import BotConfig
 from hubquant.bot.jobs import DONE, FAILED, QUEUED, JobRecord
-from hubquant.bot.queues import JobQueue
+from hubquant.bot.queues import JobHeld, JobQueue
 from hubquant.bot.runner import Deferred, JobRunner, Outcome
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,16 @@ class BotWorker:
         self.runner.clean_stale()
         log.info("worker %s started on the %s queue with %d concurrent job(s)",
                  self.worker_id, self.queue.kind, self.config.worker.concurrent_jobs)
-        if self.queue.kind == "redis":
-            self.queue.run_worker(self._handle_message, self.config.worker.concurrent_jobs, self.stop_event)
-        else:
-            self._run_sqlite()
+        beat = threading.Thread(target=self._heartbeat_loop, name="bot-heartbeat", daemon=True)
+        beat.start()
+        try:
+            if self.queue.kind == "redis":
+                self.queue.run_worker(self._handle_message, self.config.worker.concurrent_jobs, self.stop_event)
+            else:
+                self._run_sqlite()
+        finally:
+            self.stop_event.set()
+            beat.join()
         log.info("worker %s stopped", self.worker_id)
 
     def _run_sqlite(self) -> None:
@@ -92,14 +99,10 @@ class BotWorker:
             threading.Thread(target=self._claim_loop, name=f"bot-job-{index}", daemon=True)
             for index in range(self.config.worker.concurrent_jobs)
         ]
-        beat = threading.Thread(target=self._heartbeat_loop, name="bot-heartbeat", daemon=True)
-        beat.start()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        self.stop_event.set()
-        beat.join()
 
     def _claim_loop(self) -> None:
         while not self.stop_event.is_set():
@@ -110,21 +113,33 @@ class BotWorker:
             self.run_record(record)
 
     def _heartbeat_loop(self) -> None:
-        interval = max(0.2, self.queue.settings.lease_seconds / 4)
-        while not self.stop_event.wait(interval):
+        settings = self.queue.settings
+        timeout = settings.heartbeat_timeout_seconds if self.queue.kind == "redis" else settings.lease_seconds
+        interval = max(0.2, timeout / 4)
+        while True:
             with self._lock:
                 running = list(self._running)
             try:
                 self.queue.heartbeat(running, self.worker_id)
+                if self.queue.kind == "redis":
+                    # A receiver that died before sending has had a whole timeout to send.
+                    self.queue.resend_unsent(grace_seconds=timeout)
             except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
                 log.exception("worker %s: renewing the lease of %s failed", self.worker_id, ", ".join(running))
+            if self.stop_event.wait(interval):
+                return
 
     # -- the Redis (Dramatiq) handler -------------------------------------------
 
     def _handle_message(self, job_id: str) -> None:
         import dramatiq
 
-        record = self.queue.start(job_id, self.worker_id)
+        try:
+            record = self.queue.start(job_id, self.worker_id)
+        except JobHeld as held:
+            delay = self.queue.settings.heartbeat_timeout_seconds / 2
+            log.info("job %s: %s; looking again in %.0f s", job_id, held, delay)
+            raise dramatiq.Retry(str(held), delay=int(delay * 1000)) from None
         if record is None:
             log.info("job %s: already finished or unknown; acknowledging its message", job_id)
             return
