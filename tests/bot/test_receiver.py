@@ -87,9 +87,36 @@ def test_bad_delivery_rejected_and_logged(receiver, caplog, body, status):
     assert response.status_code == status
     assert queue.list_jobs() == []
     assert "rejected delivery (webhook id" in caplog.text
-    if status != 413:
-        webhook_id = {"badjson1", "oldversion", "65a14fd933eca76f4639fc84"}
-        assert any(item in caplog.text for item in webhook_id)
+    webhook_id = {"badjson1", "oldversion", "65a14fd933eca76f4639fc84"}
+    assert any(item in caplog.text for item in webhook_id)
+
+
+def test_oversized_body_without_length_rejected(receiver, caplog):
+    client, queue = receiver
+    caplog.set_level(logging.WARNING, logger="hubquant.bot.receiver")
+    # The padding comes first, so the webhook id is only in the last bytes.
+    body = json.dumps({"padding": "x" * 5000, **content_update()}).encode()
+
+    def chunks():
+        for start in range(0, len(body), 1000):
+            yield body[start:start + 1000]
+
+    # A generator body goes out chunked, with no Content-Length header.
+    response = client.post("/webhook", content=chunks(),
+                           headers={"X-Webhook-Secret": SECRET, "Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.request.headers.get("content-length") is None
+    assert queue.list_jobs() == []
+    assert "webhook id 65a14fd933eca76f4639fc84" in caplog.text
+
+
+def test_far_oversized_body_rejected_unread(receiver, caplog):
+    client, queue = receiver
+    caplog.set_level(logging.WARNING, logger="hubquant.bot.receiver")
+    response = post(client, None, body=b"{" + b" " * 1_000_000 + b"}")
+    assert response.status_code == 413
+    assert "1000002 bytes exceeds the limit" in response.json()["error"]
+    assert queue.list_jobs() == []
 
 
 def test_private_jobs_need_operator_token(receiver):

@@ -3,7 +3,8 @@
 Endpoints:
 
 - ``POST /webhook``: a Hub delivery. The errors are 401 without
-  `X-Webhook-Secret`, 403 with a wrong one, 413 over `max_body_bytes`, 400 for
+  `X-Webhook-Secret`, 403 with a wrong one, 413 over `max_body_bytes` (with or
+  without a Content-Length header), 400 for
   invalid JSON, and 422 for missing fields or another payload version. A
   delivery that queued a job gets 202. One that matched no rule, or only jobs
   queued before, gets 200.
@@ -32,6 +33,12 @@ from hubquant.bot.rules import match_rules
 from hubquant.errors import UsageError
 
 log = logging.getLogger(__name__)
+
+# An oversized body is read on, up to this many times the limit, keeping only its
+# first and last bytes, to name its webhook id in the log (the Hub puts the
+# "webhook" object after "repo"). Beyond that the connection is answered at once.
+OVERSIZE_READ_FACTOR = 16
+TAIL_BYTES = 4096
 
 
 def _import_starlette():
@@ -70,13 +77,23 @@ def create_app(config: BotConfig, queue: JobQueue):
 
         limit = config.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and declared.isdigit() and int(declared) > limit * OVERSIZE_READ_FACTOR:
             return reject(413, f"body of {declared} bytes exceeds the limit of {limit} bytes", None, started)
         body = bytearray()
+        tail = b""
+        total = 0
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return reject(413, f"body exceeds the limit of {limit} bytes", webhook_id_of(bytes(body)), started)
+            total += len(chunk)
+            room = limit - len(body)
+            if room > 0:
+                body += chunk[:room]
+            tail = (tail + chunk)[-TAIL_BYTES:]
+            if total > limit * OVERSIZE_READ_FACTOR:
+                break
+        if total > limit:
+            webhook_id = webhook_id_of(bytes(body)) or webhook_id_of(tail)
+            size = f"{declared} bytes" if declared is not None and declared.isdigit() else f"over {limit} bytes"
+            return reject(413, f"body of {size} exceeds the limit of {limit} bytes", webhook_id, started)
 
         try:
             event = parse_payload(bytes(body))
