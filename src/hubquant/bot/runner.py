@@ -9,6 +9,7 @@ attempt ends, whatever its outcome.
 from __future__ import annotations
 
 import fcntl
+import importlib
 import logging
 import shlex
 import shutil
@@ -247,10 +248,22 @@ def transient_wait(error: BaseException) -> float | None:
         return None
     if isinstance(error, (ConnectionError, TimeoutError)):
         return 0.0
-    try:
-        import httpx
-    except ImportError:
-        return None
-    if isinstance(error, httpx.TransportError):
+    if isinstance(error, _transport_errors()):
         return 0.0
     return None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection and timeout errors of the HTTP libraries in use.
+
+    huggingface_hub 2.x talks through httpx2, a fork with its own exception
+    classes; httpx's are kept for other callers.
+    """
+    found = []
+    for name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        found.append(module.TransportError)
+    return tuple(found)
