@@ -3,6 +3,7 @@ here against the local test Hub, with inputs and secrets set as GitHub sets them
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -150,8 +151,8 @@ def test_quantize_workflow_steps_publish(bot_hub, bot_alice, tiny_model, tmp_pat
     temp = tmp_path / "runner-temp"
     temp.mkdir()
 
-    outputs = run_steps(workflow, {"model": source, "targets": "gguf:Q8_0", "namespace": "hubquant-org"},
-                        {"HF_TOKEN": token}, base_env, temp, ROOT)
+    inputs = {"model": source, "targets": "gguf:Q8_0", "namespace": "hubquant-org", "visibility": "private"}
+    outputs = run_steps(workflow, inputs, {"HF_TOKEN": token}, base_env, temp, ROOT)
 
     assert all(token not in output for output in outputs)
     summary = (temp / "github_step_summary.txt").read_text()
@@ -159,6 +160,9 @@ def test_quantize_workflow_steps_publish(bot_hub, bot_alice, tiny_model, tmp_pat
     assert "published" in summary
     api = HfApi(endpoint=bot_hub.url, token=token)
     files = api.list_repo_files("hubquant-org/Phi-workflow-GGUF")
+    # The source is public; visibility=private made the release private.
+    assert api.model_info("hubquant-org/Phi-workflow-GGUF").private is True
+    assert HfApi(endpoint=bot_hub.url, token=bot_hub.token_for("carol")).repo_exists("hubquant-org/Phi-workflow-GGUF") is False
     assert "Phi-workflow-Q8_0.gguf" in files
     assert "README.md" in files
     assert shutil.which("hubquant", path=str(temp / "hubquant-venv" / "bin"))
@@ -173,3 +177,44 @@ def test_quantize_workflow_needs_targets(bot_hub, tmp_path):
     temp.mkdir()
     with pytest.raises(AssertionError, match="set the targets or hardware input"):
         run_steps(workflow, {"model": "microsoft/Phi-workflow"}, {"HF_TOKEN": "unused"}, dict(os.environ), temp, ROOT)
+
+
+def plan_step_only(workflow: dict) -> dict:
+    workflow["on"] = workflow.pop(True)
+    steps = workflow["jobs"]["quantize"]["steps"]
+    workflow["jobs"]["quantize"]["steps"] = [step for step in steps if step.get("name") == "Check the source and plan the releases"]
+    return workflow
+
+
+def test_quantize_workflow_hardware_presets(bot_hub, bot_alice, tiny_model, tmp_path):
+    """-f hardware=... becomes --for options, and the plan names the backends to set up."""
+    workflow = plan_step_only(yaml.safe_load((WORKFLOWS / "quantize.yml").read_text()))
+    source = "microsoft/Phi-workflow-presets"
+    publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id=source, cache=tiny_model)
+    env = dict(os.environ, HF_ENDPOINT=bot_hub.url, HF_HUB_DISABLE_XET="1")
+    env["PATH"] = os.pathsep.join([str(Path(os.sys.executable).parent), env["PATH"]])
+    temp = tmp_path / "runner-temp"
+    temp.mkdir()
+    inputs = {"model": source, "hardware": "phone, apple-silicon", "namespace": "hubquant-org"}
+    run_steps(workflow, inputs, {"HF_TOKEN": bot_hub.token_for("bob")}, env, temp, ROOT)
+
+    args = (temp / "hubquant-args").read_text().splitlines()
+    assert args == ["--for", "phone", "--for", "apple-silicon", "--namespace", "hubquant-org"]
+    assert (temp / "backends").read_text().split() == ["gguf", "mlx", "onnx"]
+    plan = json.loads((temp / "plan.json").read_text())
+    targets = {item["target"] for release in plan["releases"] for item in release["files"]}
+    assert {"gguf:Q4_0", "gguf:Q4_K_M", "mlx:4bit", "mlx:8bit"} <= targets
+    assert any(target.startswith("onnx:cpu-int4") for target in targets)
+
+
+def test_quantize_workflow_rejects_unknown_preset(bot_hub, bot_alice, tiny_model, tmp_path):
+    workflow = plan_step_only(yaml.safe_load((WORKFLOWS / "quantize.yml").read_text()))
+    source = "microsoft/Phi-workflow-presets"
+    publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id=source, cache=tiny_model)
+    env = dict(os.environ, HF_ENDPOINT=bot_hub.url, HF_HUB_DISABLE_XET="1")
+    env["PATH"] = os.pathsep.join([str(Path(os.sys.executable).parent), env["PATH"]])
+    temp = tmp_path / "runner-temp"
+    temp.mkdir()
+    with pytest.raises(AssertionError, match="toaster"):
+        run_steps(workflow, {"model": source, "hardware": "toaster"}, {"HF_TOKEN": bot_hub.token_for("bob")},
+                  env, temp, ROOT)
