@@ -7,6 +7,7 @@ hubquant's release of the same source, and rebuild or skip accordingly.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
 from hubquant.errors import PublishError, TransientError
+from hubquant.source import LICENSE_FILES
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,19 @@ def _inspect_repo(api: HfApi, repo_id: str, private: bool, gated: bool) -> RepoP
     return RepoPlan(repo_id, True, read_manifest(api, repo_id), private, gated)
 
 
+def release_files(manifest: dict) -> set[str]:
+    """The repo files a hubquant release made, as its manifest lists them."""
+    names = {"README.md", MANIFEST}
+    for entry in manifest.get("artifacts", []):
+        names.update(entry.get("files", []))
+        names.update(entry.get("shared_files", []))
+    return names
+
+
+def _is_license_file(name: str) -> bool:
+    return "/" not in name and any(fnmatch.fnmatch(name, pattern) for pattern in LICENSE_FILES)
+
+
 @dataclass
 class HubPublisher:
     """Uploads files as they are ready (LFS preupload) and commits once at the end."""
@@ -157,12 +172,18 @@ class HubPublisher:
         self.operations.append(CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=data))
 
     def commit(self, message: str, description: str, keep: set[str]) -> str:
-        """Commit every added file, deleting files of the old release not in ``keep``."""
+        """Commit every added file, deleting files of the old release not in ``keep``.
+
+        Only files that the old release's manifest names (and its card, manifest
+        and license files) are deleted: files someone else put into the repo,
+        such as those of a repo adopted with --update-existing, stay.
+        """
         self._ensure_repo()
         deletions = []
-        if self.plan.exists:
+        if self.plan.exists and self.plan.manifest is not None:
+            owned = release_files(self.plan.manifest)
             for name in self.api.list_repo_files(self.repo_id):
-                if name not in keep and name != ".gitattributes":
+                if name not in keep and (name in owned or _is_license_file(name)):
                     deletions.append(CommitOperationDelete(path_in_repo=name))
         info = self.api.create_commit(
             self.repo_id,

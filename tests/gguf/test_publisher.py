@@ -37,3 +37,28 @@ def test_local_release_appears_whole(tmp_path):
     assert not (tmp_path / "out" / "model-GGUF").exists()
     publisher.commit("", "", keep=set())
     assert (tmp_path / "out" / "model-GGUF" / "model-F16.gguf").read_bytes() == b"gguf"
+
+
+def test_commit_deletes_only_old_release_files(alice):
+    repo = "alice/publisher-replace"
+    alice.create_repo(repo)
+    old_manifest = {"artifacts": [{"target": "gguf:Q2_K", "files": ["model-Q2_K.gguf"], "shared_files": ["model.imatrix.gguf"]}]}
+    for name, data in (("model-Q2_K.gguf", b"old"), ("model.imatrix.gguf", b"matrix"), ("LICENSE", b"old licence"),
+                       ("NOTES.md", b"someone's notes"), ("hubquant.json", b"{}")):
+        alice.upload_file(path_or_fileobj=data, path_in_repo=name, repo_id=repo)
+    publisher = HubPublisher(alice, RepoPlan(repo, True, old_manifest, private=False, gated=False))
+    publisher.add_bytes("model-Q8_0.gguf", b"new")
+    publisher.add_bytes("README.md", b"---\nlicense: mit\n---\n# test\n")
+    publisher.add_bytes("hubquant.json", b"{}")
+    publisher.commit("Release test", "", keep={"README.md", "hubquant.json", "model-Q8_0.gguf"})
+    assert sorted(alice.list_repo_files(repo)) == [".gitattributes", "NOTES.md", "README.md", "hubquant.json", "model-Q8_0.gguf"]
+
+
+def test_commit_into_adopted_repo_deletes_nothing(alice):
+    repo = "alice/publisher-adopted"
+    alice.create_repo(repo)
+    alice.upload_file(path_or_fileobj=b"mine", path_in_repo="LICENSE", repo_id=repo)
+    publisher = HubPublisher(alice, RepoPlan(repo, True, None, private=False, gated=False))
+    publisher.add_bytes("model-Q8_0.gguf", b"new")
+    publisher.commit("Release test", "", keep={"model-Q8_0.gguf"})
+    assert sorted(alice.list_repo_files(repo)) == [".gitattributes", "LICENSE", "model-Q8_0.gguf"]
