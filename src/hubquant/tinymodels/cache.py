@@ -31,7 +31,8 @@ class BuildCache:
         key = json.dumps([name, build_options], sort_keys=True)
         with self._lock:
             if key not in self._folders:
-                folder = self.root / f"{name}-{len(self._folders)}"
+                # The folder's own name is the model's, as a user's local folder would be.
+                folder = self.root / str(len(self._folders)) / name
                 self._folders[key] = build_tiny_model(name, folder, **build_options)
                 self.builds += 1
             return self._folders[key]
