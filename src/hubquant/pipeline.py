@@ -206,6 +206,27 @@ def _precheck_hub_config(api: HfApi, hub, targets: list[Target], work_root: Path
                 f"model.safetensors.index.json of {hub.repo_id} names shard {missing[0]}, "
                 "which the repo does not contain; the source upload is incomplete"
             )
+    _check_remote_headers(api, hub)
+
+
+def _check_remote_headers(api: HfApi, hub) -> None:
+    """Read the safetensors headers on the Hub (range requests, no tensor data)
+    and check that every tensor of the shard index is in its shard."""
+    from huggingface_hub.errors import SafetensorsParsingError
+
+    names = set(hub.files)
+    if "model.safetensors" not in names and "model.safetensors.index.json" not in names:
+        return
+    try:
+        metadata = api.get_safetensors_metadata(hub.repo_id, revision=hub.sha)
+    except SafetensorsParsingError as error:
+        raise SourceError(f"the weights of {hub.repo_id} are not valid safetensors files: {error}") from None
+    for tensor, shard in metadata.weight_map.items():
+        if tensor not in metadata.files_metadata[shard].tensors:
+            raise SourceError(
+                f"model.safetensors.index.json of {hub.repo_id} maps tensor {tensor} to {shard}, but "
+                "that shard's header does not contain it; the index and the shards disagree"
+            )
 
 
 def _check_backends(source: LocalSource, targets: list[Target]) -> None:

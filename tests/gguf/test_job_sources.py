@@ -137,3 +137,44 @@ def test_bad_token_never_in_error(hub, tmp_path):
     assert result.returncode != 0
     assert secret not in result.stdout + result.stderr
     assert ALICE not in result.stdout + result.stderr
+
+
+def no_download(*args, **kwargs):
+    raise AssertionError("the job downloaded the source")
+
+
+def test_remote_shard_headers_checked_before_download(hub, alice, tiny_model, tmp_path, monkeypatch):
+    from hubquant import pipeline
+    from hubquant.errors import SourceError
+    from hubquant.source import parse_source, resolve_hub_source
+
+    repo = "alice/bad-index-phi"
+    good_sha = publish_tiny_model(alice, "phi-3-mini-4k-instruct-sharded", repo_id=repo, cache=tiny_model)
+    hub_source = resolve_hub_source(alice, parse_source(f"{repo}@{good_sha}", endpoint=hub.url))
+    pipeline._check_remote_headers(alice, hub_source)  # the intact index passes
+
+    index = json.load(open(alice.hf_hub_download(repo, "model.safetensors.index.json", cache_dir=tmp_path)))
+    first_shard = sorted(set(index["weight_map"].values()))[0]
+    index["weight_map"]["model.layers.7.mlp.down_proj.weight"] = first_shard
+    alice.upload_file(path_or_fileobj=json.dumps(index).encode(), path_in_repo="model.safetensors.index.json", repo_id=repo)
+
+    monkeypatch.setattr(pipeline, "download", no_download)
+    request = JobRequest(source=repo, targets=["gguf:Q8_0"], endpoint=hub.url, token=hub.token_for("alice"),
+                         output_dir=tmp_path / "out")
+    with pytest.raises(SourceError, match=f"maps tensor model.layers.7.mlp.down_proj.weight to {first_shard}"):
+        run_job(request)
+
+
+def test_invalid_remote_weights_rejected_before_download(hub, alice, tiny_model, tmp_path, monkeypatch):
+    from hubquant import pipeline
+    from hubquant.errors import SourceError
+
+    repo = "alice/garbled-phi"
+    publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=repo, cache=tiny_model)
+    alice.upload_file(path_or_fileobj=b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!", path_in_repo="model.safetensors",
+                      repo_id=repo)
+    monkeypatch.setattr(pipeline, "download", no_download)
+    request = JobRequest(source=repo, targets=["gguf:Q8_0"], endpoint=hub.url, token=hub.token_for("alice"),
+                         output_dir=tmp_path / "out")
+    with pytest.raises(SourceError, match="weights of alice/garbled-phi are not valid safetensors"):
+        run_job(request)
