@@ -148,6 +148,16 @@ def test_card_lists_quantization_facts(downloaded, manifest):
     assert "onnxruntime-genai 0.18.0+" in body
 
 
+def test_card_lists_graph_versions(downloaded, manifest):
+    _, body = _card(downloaded)
+    for entry in manifest["artifacts"]:
+        facts = entry["facts"]
+        row = next(line for line in body.splitlines() if line.startswith(f"| {facts['folder']} | ") and "ai.onnx" in line)
+        assert f"| ai.onnx {facts['opsets']['ai.onnx']}, com.microsoft {facts['opsets']['com.microsoft']} |" in row, row
+        assert f"| {facts['ir_version']} |" in row, row
+        assert f"| {facts['producer']} |" in row, row
+
+
 def test_card_names_source_sha(downloaded, phi3_onnx_source):
     _, body = _card(downloaded)
     assert phi3_onnx_source in body
