@@ -73,6 +73,19 @@ def test_ci_runs_readme_test_command():
     assert any(".ci/run" in run for run in runs)
 
 
+
+def test_ci_keeps_screenshots_after_failures():
+    # The Space's browser tests and the benchmarks in tests write here.
+    written = sorted(path.name for path in (ROOT / "tests").rglob("*.py") if "test-artifacts" in path.read_text())
+    assert written, "no test writes test-artifacts/ any more"
+    workflow = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
+    steps = workflow["jobs"]["test"]["steps"]
+    upload = next(step for step in steps if step.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["if"] == "always()"
+    assert upload["with"]["path"] == "test-artifacts/"
+    assert steps.index(upload) > next(index for index, step in enumerate(steps) if ".ci/run" in step.get("run", ""))
+
+
 class Expressions:
     """The few GitHub expression forms the quantize workflow uses, evaluated as GitHub does."""
 
