@@ -242,6 +242,10 @@ def _check_architecture(architecture: str, targets: list[Target]) -> None:
                 f"the {backend_name} backend does not support architecture "
                 f"{architecture}; supported: {', '.join(sorted(supported))}"
             )
+    for target in targets:
+        refusal = get_backend(target.backend).target_refusal(architecture, target)
+        if refusal is not None:
+            raise SourceError(refusal)
 
 
 def _plan_releases(api: HfApi, request: JobRequest, model_name: str, source_id: str | None, owner: str | None, targets: list[Target], private: bool, gated: bool) -> list[PlannedRelease]:

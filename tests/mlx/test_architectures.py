@@ -73,6 +73,31 @@ def test_phi2_rejects_mixed_recipe(tiny_model, mlx_toolchain, tmp_path):
         toolchains.run_step(mlx_toolchain, "mlx", request)
 
 
+def test_phi2_mixed_recipe_refused_up_front(tiny_model, tmp_path, monkeypatch):
+    from hubquant.backends.mlx import MlxBackend
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the job started building")
+
+    monkeypatch.setattr(MlxBackend, "build", no_build)
+    request = JobRequest(source=str(tiny_model("phi-2")), targets=["mlx:4bit", "mlx:mixed_3_6"], output_dir=tmp_path)
+    with pytest.raises(SourceError, match=r"mlx:mixed_3_6: mlx-lm 0.32.2's mixed recipes pick layers by names .* choose a single bit width"):
+        run_job(request)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_phimoe_unquantized_refused_up_front(tiny_model, tmp_path, monkeypatch, precision):
+    from hubquant.backends.mlx import MlxBackend
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the job started building")
+
+    monkeypatch.setattr(MlxBackend, "build", no_build)
+    request = JobRequest(source=str(tiny_model("phi-tiny-moe-instruct")), targets=[f"mlx:{precision}"], output_dir=tmp_path)
+    with pytest.raises(SourceError, match=f"mlx:{precision}: MLX's CPU build, the one used on linux, runs unquantized PhiMoEForCausalLM experts only in float32"):
+        run_job(request)
+
+
 def test_unchecked_architecture_rejected_before_work(tiny_model, tmp_path):
     folder = tiny_model("phi-3-mini-4k-instruct", config_overrides={"architectures": ["LlamaForCausalLM"]})
     request = JobRequest(source=str(folder), targets=["mlx:4bit"], output_dir=tmp_path)

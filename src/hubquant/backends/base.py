@@ -78,6 +78,13 @@ class Backend(Protocol):
 
     def supported_architectures(self) -> frozenset[str]: ...
 
+    def target_refusal(self, architecture: str, target: Target) -> str | None:
+        """Why ``target`` cannot be built for a source of ``architecture`` here, or None.
+
+        Asked before any download, after the architecture check.
+        """
+        ...
+
     def release_name(self, model_name: str, target: Target) -> str: ...
 
     def estimate_bytes(self, parameters: int, target: Target) -> int: ...

@@ -191,6 +191,9 @@ class GgufBackend:
     def supported_architectures(self) -> frozenset[str]:
         return ARCHITECTURES
 
+    def target_refusal(self, architecture: str, target: Target) -> str | None:
+        return None
+
     def repo_name(self, model_name: str) -> str:
         return f"{model_name}-GGUF"
 

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -453,6 +454,21 @@ class MlxBackend:
 
     def supported_architectures(self) -> frozenset[str]:
         return ARCHITECTURES
+
+    def target_refusal(self, architecture: str, target: Target) -> str | None:
+        fmt = parse_precision(target.precision)
+        if fmt.recipe and architecture == "PhiForCausalLM":
+            return (
+                f"{target}: mlx-lm 0.32.2's mixed recipes pick layers by names that {architecture} "
+                "(phi-2) does not have; choose a single bit width such as mlx:4bit"
+            )
+        if not fmt.quantized and architecture in CPU_FLOAT32_EXPERTS and sys.platform != "darwin":
+            return (
+                f"{target}: MLX's CPU build, the one used on {sys.platform}, runs unquantized {architecture} "
+                "experts only in float32 ([GatherMM::eval] supports float32 only), so this release cannot be "
+                "validated here; build it on a Mac, or choose a quantized target such as mlx:4bit"
+            )
+        return None
 
     def release_name(self, model_name: str, target: Target) -> str:
         # The MLX community's naming, with the format named: a personal

@@ -311,6 +311,9 @@ class OnnxBackend:
     def supported_architectures(self) -> frozenset[str]:
         return ARCHITECTURES
 
+    def target_refusal(self, architecture: str, target: Target) -> str | None:
+        return None
+
     def release_name(self, model_name: str, target: Target) -> str:
         return f"{model_name}-onnx"
 

@@ -405,6 +405,9 @@ class OpenvinoBackend:
     def supported_architectures(self) -> frozenset[str]:
         return ARCHITECTURES
 
+    def target_refusal(self, architecture: str, target: Target) -> str | None:
+        return None
+
     def release_name(self, model_name: str, target: Target) -> str:
         base = target.precision.split(":", 1)[0]
         return f"{model_name}-{base}-ov"
@@ -510,7 +513,6 @@ class OpenvinoBackend:
                         f"the source has weights up to {peak:.6g}, beyond the fp16 range "
                         f"({F16_MAX:g}), which would become inf; choose fp32 or int8 instead of fp16"
                     )
-                # NOTE: the tests cover the fp16 rejection above, not this fp32 path.
                 precision = "fp32"
         cache = work / f"unquantized-{precision}.json"
         folder = work / f"unquantized-{precision}"
