@@ -228,3 +228,14 @@ def test_rerun_same_sha_changes_nothing(ov_hub, ov_alice, job, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("up to date") == 2
     assert {repo: ov_alice.list_repo_commits(repo) for repo in before} == before
+
+
+def test_card_versions_come_from_ir(downloads, openvino_toolchain):
+    described = toolchains.run_step(openvino_toolchain, "openvino", {"op": "inspect", "folder": str(downloads[INT4_REPO])}).data
+    rt_info = described["rt_info"]
+    _, body = _card(downloads[INT4_REPO])
+    line = next(line for line in body.splitlines() if line.startswith("Versions recorded in the IR's runtime info:"))
+    assert f"NNCF `{rt_info['nncf.version']}`" in line
+    assert f"optimum-intel `{rt_info['optimum.optimum_intel_version']}`" in line
+    assert f"transformers `{rt_info['optimum.transformers_version']}`" in line
+    assert "none." not in line

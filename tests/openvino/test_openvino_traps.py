@@ -5,6 +5,7 @@ models of a billion parameters to int8."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,20 @@ def test_fp16_rejects_weights_beyond_range(tiny_model, tmp_path):
     reason = result.releases[0].failed["openvino:fp16"]
     assert "beyond the fp16 range (65504)" in reason
     assert "choose fp32 or int8" in reason
+
+
+def test_int8_beyond_fp16_range_checked_against_fp32(tiny_model, tmp_path):
+    """Quantized targets of such a source are compared with an fp32 export, since fp16 would hold inf."""
+    folder = tiny_model("phi-3-mini-4k-instruct", extreme_weight=1e5)
+    result = local_job(folder, ["openvino:int8"], tmp_path)
+    release = result.releases[0]
+    assert result.ok, release.failed
+    artifact = staged_manifest(release)["artifacts"][0]
+    statuses = check_statuses(artifact["validation"])
+    assert statuses["KL divergence to the unquantized IR"] == "passed"
+    card = (Path(release.url) / "README.md").read_text()
+    assert "compared with the unquantized fp32 IR" in card
+    assert "The unquantized fp32 export was run with optimum-intel and openvino-genai" in card
 
 
 def test_billion_parameters_stay_fp16(tiny_model, openvino_toolchain, tmp_path):

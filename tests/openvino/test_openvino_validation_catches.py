@@ -117,3 +117,33 @@ def test_missing_rope_factors_fail(tiny_model):
     report = ValidationReport()
     check_rope_factors(report, context, {"float_vectors": []})
     assert _failures(report) == {"rope long factors", "rope short factors"}
+
+
+def test_bf16_inference_fails_precision_check(exported):
+    """An evaluation compiled at bf16 (the default on CPUs with bf16 units) is rejected."""
+    _, context, ir, described, evaluation, _ = exported
+    assert evaluation["inference_precision"] == "f32"
+    at_bf16 = {**evaluation, "inference_precision": "bf16"}
+    report = validate_unquantized(context, PRECISIONS["fp16"], ir, described, at_bf16, FP16)
+    assert _failures(report) == {"inference precision"}
+    assert "infers in bf16, not f32" in report.summary()
+
+
+def _cpu_has_bf16() -> bool:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@pytest.mark.skipif(not _cpu_has_bf16(), reason="the CPU has no bf16 units, so OpenVINO cannot infer in bf16 here")
+def test_worker_reports_compiled_precision(exported, openvino_toolchain):
+    """The precision comes from the compiled model, not from the hint hubquant asked for."""
+    from hubquant.backends import openvino as openvino_backend
+
+    backend, context, ir, described, _, work = exported
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(openvino_backend, "VALIDATION_RUNTIME_CONFIG",
+                      {**openvino_backend.VALIDATION_RUNTIME_CONFIG, "INFERENCE_PRECISION_HINT": "bf16"})
+        evaluation = backend._evaluate(openvino_toolchain, ir, context, work / "eval-bf16", None)
+    assert evaluation["inference_precision"] == "bf16"
+    report = validate_unquantized(context, PRECISIONS["fp16"], ir, described, evaluation, FP16)
+    assert "inference precision" in _failures(report)
