@@ -15,6 +15,7 @@ from space_helpers import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    GATED_SOURCE,
     LARGE_SOURCE,
     MAX_SOURCE_GB,
     OVERFLOW_SOURCE,
@@ -42,6 +43,11 @@ def space_sources(hub, alice, tiny_model, tmp_path_factory) -> dict[str, str]:
             patch(folder)
         alice.create_repo(repo_id, private=private, exist_ok=True)
         shas[repo_id] = alice.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="Add tiny test source").oid
+    alice.create_repo(GATED_SOURCE, exist_ok=True)
+    alice.update_repo_settings(GATED_SOURCE, gated="manual")
+    shas[GATED_SOURCE] = alice.upload_folder(repo_id=GATED_SOURCE, folder_path=tiny_model("phi-3-mini-4k-instruct"),
+                                             commit_message="Add tiny gated test source").oid
+    hub.grant_gated_access(GATED_SOURCE, "bob")
     return shas
 
 

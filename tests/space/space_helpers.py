@@ -21,6 +21,8 @@ CHROMIUM_ARGS = [
 PRIVATE_SOURCE = "alice/phi3-private-tiny"
 OVERFLOW_SOURCE = "alice/phi3-f16-overflow"
 LARGE_SOURCE = "alice/phi3-large-tiny"
+# Gated (manual approval) under alice's organisation; bob is granted access.
+GATED_SOURCE = "microsoft/phi3-gated-tiny"
 # Between the tiny sources (about 39 MB) and the large one (about 76 MB).
 MAX_SOURCE_GB = "0.06"
 

@@ -15,7 +15,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import RepositoryNotFoundError
 from playwright.sync_api import Page, expect
 
-from space_helpers import LARGE_SOURCE, OVERFLOW_SOURCE, PRIVATE_SOURCE, screenshot, screenshot_until
+from space_helpers import GATED_SOURCE, LARGE_SOURCE, OVERFLOW_SOURCE, PRIVATE_SOURCE, screenshot, screenshot_until
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +23,9 @@ pytestmark = pytest.mark.slow
 JOB_TIMEOUT_MS = 480_000
 PRIVATE_RELEASE = "alice/phi3-private-tiny-GGUF"
 OVERFLOW_RELEASE = "alice/phi3-f16-overflow-GGUF"
+GATED_RELEASE = "hubquant-org/phi3-gated-tiny-GGUF"
+TYPED_TARGET = "gguf:Q4_K_M:output=Q8_0"
+TYPED_FILE = "phi3-private-tiny-Q4_K_M-output-Q8_0.gguf"
 
 
 def sign_in(page: Page, url: str, username: str, *, shot: str | None = None) -> None:
@@ -131,9 +134,13 @@ def test_alice_publishes_private_release(space_app, browser, hub, space_sources)
     page.get_by_text("Advanced: exact targets and options").click()
     for target in ("gguf:Q4_K_M", "gguf:Q8_0", "gguf:F16"):
         expect(page.locator("#targets").get_by_label(target, exact=True)).to_be_checked()
-    set_targets(page, ["gguf:Q8_0", "gguf:Q4_K_M"])
+    set_targets(page, ["gguf:Q8_0"])
+    # An option of one backend, typed in the advanced panel: a Q4_K_M file whose output matrix is Q8_0.
+    typed = page.locator("#typed-targets textarea")
+    typed.fill(TYPED_TARGET)
+    typed.press("Enter")
     expect(summary).to_contain_text(f"{PRIVATE_RELEASE} (new repo, private)")
-    expect(summary).to_contain_text("phi3-private-tiny-Q4_K_M.gguf")
+    expect(summary).to_contain_text(TYPED_FILE)
     screenshot(page, "03-main-form")
     screenshot_until(page, "space-form", "#run")
 
@@ -152,7 +159,7 @@ def test_alice_publishes_private_release(space_app, browser, hub, space_sources)
     assert "state done" in heading, heading
     rows = status_table(page)
     assert rows["gguf:Q8_0"][0] == "done"
-    assert rows["gguf:Q4_K_M"][0] == "done"
+    assert rows[TYPED_TARGET][0] == "done"
     results = page.locator("#job-results")
     expect(results).to_contain_text("KL mean")
     page.get_by_text("Model cards").click()
@@ -175,7 +182,7 @@ def test_alice_publishes_private_release(space_app, browser, hub, space_sources)
     assert info.private is True
     files = owner.list_repo_files(PRIVATE_RELEASE)
     assert "phi3-private-tiny-Q8_0.gguf" in files
-    assert "phi3-private-tiny-Q4_K_M.gguf" in files
+    assert TYPED_FILE in files
     card = open(owner.hf_hub_download(PRIVATE_RELEASE, "README.md")).read()
     assert f"base_model: {PRIVATE_SOURCE}" in card
     manifest = json.load(open(owner.hf_hub_download(PRIVATE_RELEASE, "hubquant.json")))
@@ -248,3 +255,41 @@ def test_bob_sees_no_alice_job_or_source(space_app, browser, hub):
     expect(page.locator("body")).to_contain_text("Repository not found")
     with pytest.raises(RepositoryNotFoundError):
         HfApi(endpoint=hub.url, token=hub.token_for("bob")).model_info(PRIVATE_RELEASE)
+
+
+def choose_namespace(page: Page, namespace: str) -> None:
+    page.locator("#namespace input").click()
+    page.locator(f'#namespace ul li[aria-label="{namespace}"]').click()
+    expect(page.locator("#namespace input")).to_have_value(namespace)
+
+
+def test_bob_publishes_gated_source_to_his_organisation(space_app, browser, hub, space_sources):
+    """bob's sign-in token reads a gated source he was granted and creates a repo in hubquant-org."""
+    page = browser().new_page()
+    sign_in(page, space_app, "bob")
+    paste_model(page, GATED_SOURCE)
+    summary = page.locator("#summary")
+    expect(summary).to_contain_text("| Access | gated |")
+    expect(page.locator("#public input")).not_to_be_checked()
+    page.get_by_label("Any 64-bit CPU").check()
+    set_targets(page, ["gguf:Q8_0"])
+    choose_namespace(page, "hubquant-org")
+    expect(summary).to_contain_text(f"{GATED_RELEASE} (new repo, private)")
+    expect(summary).to_contain_text("Estimated peak memory")
+
+    job_id = start_job(page)
+    heading = wait_for_job_end(page, job_id)
+    assert "state done" in heading, heading
+    assert status_table(page)["gguf:Q8_0"][0] == "done"
+    # The log shows the job's own lines as it runs.
+    expect(page.locator("#job-log textarea")).to_have_value(re.compile(f"pinned to commit {space_sources[GATED_SOURCE]}"))
+    screenshot(page, "10-gated-organisation")
+
+    bob = HfApi(endpoint=hub.url, token=hub.token_for("bob"))
+    info = bob.model_info(GATED_RELEASE)
+    assert info.private is True
+    assert "phi3-gated-tiny-Q8_0.gguf" in bob.list_repo_files(GATED_RELEASE)
+    manifest = json.load(open(bob.hf_hub_download(GATED_RELEASE, "hubquant.json")))
+    assert manifest["source"] == {"id": GATED_SOURCE, "sha": space_sources[GATED_SOURCE], "local": False}
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(endpoint=hub.url, token=hub.token_for("carol")).model_info(GATED_RELEASE)

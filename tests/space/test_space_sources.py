@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ from huggingface_hub import HfApi
 
 from hubquant.errors import SourceError, UsageError
 from hubquant.hardware import HARDWARE
-from hubquant.space.picking import check_targets, pick_targets, skipped_targets, target_choices
+from hubquant.space.picking import check_targets, chosen_targets, pick_targets, skipped_targets, target_choices
+from hubquant.space.views import TARGET_OPTIONS_HELP
 from hubquant.space.sources import describe_source, parse_model_input, search_models
 
 from space_helpers import PRIVATE_SOURCE
@@ -126,6 +128,29 @@ def test_check_targets_normalises_and_rejects():
         check_targets([])
     with pytest.raises(UsageError, match="unknown GGUF type 'IQ9_XS'"):
         check_targets(["gguf:IQ9_XS"])
+
+
+def test_typed_targets_keep_their_options():
+    typed = "gguf:Q4_K_M:imatrix,output=Q8_0  onnx:int4-block-64\nopenvino:int4:group-size=64,ratio=0.8 mlx:4bit-g32 gguf:q8_0"
+    assert chosen_targets(["gguf:Q8_0"], typed) == [
+        "gguf:Q8_0", "gguf:Q4_K_M:imatrix,output=Q8_0", "onnx:cpu-int4-rtn-block-64-acc-level-4",
+        "openvino:int4:group-size=64,ratio=0.8", "mlx:4bit-g32",
+    ]
+    assert chosen_targets([], "  mlx:bf16 ") == ["mlx:bf16"]
+
+
+def test_typed_target_error_names_it():
+    with pytest.raises(UsageError, match="group-size in openvino:int4:group-size=big must be an integer"):
+        chosen_targets(["gguf:Q8_0"], "openvino:int4:group-size=big")
+    with pytest.raises(UsageError, match="no targets chosen"):
+        chosen_targets([], "   ")
+
+
+def test_option_help_examples_parse():
+    examples = [example for line in TARGET_OPTIONS_HELP.splitlines() if "for example" in line
+                for example in re.findall(r"`([a-z]+:[^`]+)`", line.split("for example", 1)[1])]
+    assert len(examples) == 6
+    assert len(check_targets(examples)) == len(examples)
 
 
 def test_cli_for_matches_space_choice(hub, space_sources, tmp_path):

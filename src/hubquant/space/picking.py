@@ -71,6 +71,15 @@ def check_targets(targets: list[str]) -> list[str]:
     return checked
 
 
+def chosen_targets(ticked: list[str], typed: str | None) -> list[str]:
+    """Combine the ticked targets with those typed in the advanced panel.
+
+    Typed targets are separated by spaces or new lines, since options inside a
+    target are separated by commas (``gguf:Q4_K_M:imatrix,output=Q8_0``).
+    """
+    return check_targets([*(ticked or []), *(typed or "").split()])
+
+
 def hardware_names(keys: list[str]) -> list[str]:
     """Return the display names of `keys`, raising UsageError for an unknown key."""
     return [get_hardware(key).name for key in keys]

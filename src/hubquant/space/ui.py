@@ -16,7 +16,7 @@ from hubquant.space import views
 from hubquant.space.config import SpaceConfig
 from hubquant.space.identity import HubUser, UserDirectory
 from hubquant.space.jobs import JobManager
-from hubquant.space.picking import check_targets, hardware_choices, pick_targets, skipped_targets, target_choices
+from hubquant.space.picking import chosen_targets, hardware_choices, pick_targets, skipped_targets, target_choices
 from hubquant.space.sources import describe_source, parse_model_input, search_models, source_text
 
 log = logging.getLogger(__name__)
@@ -85,14 +85,14 @@ class SpaceApp:
     def on_hardware(self, hardware: list[str]):
         return gr.update(value=pick_targets(hardware or []))
 
-    def on_describe(self, model: str, targets: list[str], hardware: list[str], namespace: str, repo_name: str, public: bool | None, oauth_token: gr.OAuthToken | None):
+    def on_describe(self, model: str, targets: list[str], typed: str, hardware: list[str], namespace: str, repo_name: str, public: bool | None, oauth_token: gr.OAuthToken | None):
         """Describe the source and the planned releases; `public` None follows the source."""
         if not model:
             return "Pick a model to see what the Space found.", gr.update(), ""
         token = oauth_token.token if oauth_token is not None else None
         try:
             ref = parse_model_input(model, self.config.endpoint)
-            chosen = check_targets(targets) if targets else []
+            chosen = chosen_targets(targets, typed) if targets or (typed or "").strip() else []
             summary = describe_source(
                 self.api(token), ref, targets=chosen, namespace=namespace if token else None,
                 public=public, repo_name=repo_name or None,
@@ -105,21 +105,21 @@ class SpaceApp:
         effective_public = (not (summary.private or summary.gated)) if public is None else public
         return text, gr.update(value=effective_public), views.visibility_warning(summary, effective_public)
 
-    def on_model_change(self, model, targets, hardware, namespace, repo_name, oauth_token: gr.OAuthToken | None):
+    def on_model_change(self, model, targets, typed, hardware, namespace, repo_name, oauth_token: gr.OAuthToken | None):
         # A new source resets visibility to the source's own.
-        return self.on_describe(model, targets, hardware, namespace, repo_name, None, oauth_token)
+        return self.on_describe(model, targets, typed, hardware, namespace, repo_name, None, oauth_token)
 
-    def on_options_change(self, model, targets, hardware, namespace, repo_name, public, oauth_token: gr.OAuthToken | None):
-        return self.on_describe(model, targets, hardware, namespace, repo_name, public, oauth_token)
+    def on_options_change(self, model, targets, typed, hardware, namespace, repo_name, public, oauth_token: gr.OAuthToken | None):
+        return self.on_describe(model, targets, typed, hardware, namespace, repo_name, public, oauth_token)
 
-    def on_run(self, model: str, targets: list[str], hardware: list[str], namespace: str, repo_name: str, public: bool, max_file_gb: float, oauth_token: gr.OAuthToken | None):
+    def on_run(self, model: str, targets: list[str], typed: str, hardware: list[str], namespace: str, repo_name: str, public: bool, max_file_gb: float, oauth_token: gr.OAuthToken | None):
         if oauth_token is None or not oauth_token.token:
             return views.SIGN_IN_NEEDED, gr.update()
         token = oauth_token.token
         try:
             user = self.users.user_for(token)
             ref = parse_model_input(model, self.config.endpoint)
-            chosen = check_targets(targets or [])
+            chosen = chosen_targets(targets, typed)
             if namespace not in user.namespaces:
                 raise UsageError(
                     f"you cannot publish under {namespace!r}; choose one of {', '.join(user.namespaces)}"
@@ -223,6 +223,12 @@ class SpaceApp:
                             choices=target_choices(),
                             elem_id="targets",
                         )
+                        typed_targets = gr.Textbox(
+                            label="More targets, with options, separated by spaces or new lines",
+                            placeholder="gguf:Q4_K_M:imatrix,output=Q8_0 onnx:int4-block-64 openvino:int4:group-size=64 mlx:4bit-g32",
+                            elem_id="typed-targets",
+                        )
+                        gr.Markdown(views.TARGET_OPTIONS_HELP)
                         repo_name = gr.Textbox(label="Base name of the release repos (default: the source's name)", elem_id="repo-name")
                         max_file_gb = gr.Number(
                             label="gguf: largest single file in GB; larger files are split (the Hub's limit is 50)",
@@ -251,7 +257,7 @@ class SpaceApp:
             labels = gr.State([])
             timer = gr.Timer(REFRESH_SECONDS)
 
-            describe_inputs = [model, targets, hardware_box, namespace, repo_name]
+            describe_inputs = [model, targets, typed_targets, hardware_box, namespace, repo_name]
             describe_outputs = [summary, public, warning]
             demo.load(self.on_load, None, [signin, namespace, job_picker])
             model.key_up(self.on_search, None, model, trigger_mode="always_last", show_progress="hidden")
@@ -261,11 +267,13 @@ class SpaceApp:
             )
             for component in (targets, namespace):
                 component.input(self.on_options_change, [*describe_inputs, public], describe_outputs, trigger_mode="always_last")
-            repo_name.submit(self.on_options_change, [*describe_inputs, public], describe_outputs)
+            for component in (repo_name, typed_targets):
+                component.submit(self.on_options_change, [*describe_inputs, public], describe_outputs)
+                component.blur(self.on_options_change, [*describe_inputs, public], describe_outputs)
             public.input(self.on_options_change, [*describe_inputs, public], describe_outputs)
             run.click(
                 self.on_run,
-                [model, targets, hardware_box, namespace, repo_name, public, max_file_gb],
+                [model, targets, typed_targets, hardware_box, namespace, repo_name, public, max_file_gb],
                 [run_message, job_picker],
                 concurrency_limit=4,
             )

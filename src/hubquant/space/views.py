@@ -23,6 +23,14 @@ SIGN_IN_NEEDED = (
     "Without signing in, nothing is started."
 )
 
+# The option syntax of each backend's targets, as `hubquant run --target` takes them.
+TARGET_OPTIONS_HELP = """Options per backend (the same syntax as `hubquant run --target`):
+
+- **gguf**: `gguf:TYPE[:imatrix,output=TYPE,embeddings=TYPE]`, for example `gguf:IQ3_M` or `gguf:Q4_K_M:imatrix,output=Q8_0`.
+- **onnx**: `onnx:[PROVIDER-]PRECISION[-rtn|-kquant|-gptq][-block-N][-acc-level-N][-asym][-embeds-int4][-lm-head-int8|-lm-head-float]`, for example `onnx:int4-kquant-block-64` or `onnx:cuda-fp16`.
+- **openvino**: `openvino:PRECISION[:group-size=N,ratio=R,sym=true,backup-precision=P,all-layers=true]`, for example `openvino:int4:group-size=64,ratio=0.8`.
+- **mlx**: `mlx:Nbit[-gGROUP][-gptq]`, `mlx:mixed_L_H`, `mlx:mxfp4`, `mlx:bf16`, for example `mlx:4bit-g32`."""
+
 
 def hardware_markdown(choices: list[HardwareChoice]) -> str:
     """Describe each kind of hardware in one line, for the help under the boxes."""
