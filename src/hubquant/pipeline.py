@@ -243,9 +243,9 @@ def _check_architecture(architecture: str, targets: list[Target]) -> None:
                 f"{architecture}; supported: {', '.join(sorted(supported))}"
             )
     for target in targets:
-        refusal = get_backend(target.backend).target_refusal(architecture, target)
-        if refusal is not None:
-            raise SourceError(refusal)
+        reason = get_backend(target.backend).rejection_reason(architecture, target)
+        if reason is not None:
+            raise SourceError(reason)
 
 
 def _plan_releases(api: HfApi, request: JobRequest, model_name: str, source_id: str | None, owner: str | None, targets: list[Target], private: bool, gated: bool) -> list[PlannedRelease]:

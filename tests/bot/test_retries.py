@@ -59,7 +59,7 @@ def test_repository_not_found_is_permanent():
 
 
 def test_unreachable_hub_retried_then_given_up(tmp_path, monkeypatch):
-    """A Hub that refuses connections is a network error: retried with backoff, then given up."""
+    """A Hub that rejects connections has a network error: retried with backoff, then given up."""
     monkeypatch.setenv("HF_TOKEN", "hf_unused")
     dead = f"http://127.0.0.1:{free_port()}"
     config = load_config(write_config(tmp_path / "bot.yaml", hub_url=dead, queue_url="sqlite:///jobs.db",
@@ -98,17 +98,20 @@ def test_job_deferred_while_budget_taken(bot_hub, bot_alice, tiny_model, tmp_pat
     record, _ = queue.submit(JobSpec("microsoft/Phi-deferred", sha, ("gguf:Q8_0",), "hubquant-org"))
     process = BotWorker(config, queue, worker_id="worker-a")
     monkeypatch.setattr(worker_module, "DEFER_SECONDS", 1.0)
-    assert process.runner.budget.reserve(config.worker.max_disk_bytes, 0)  # another job holds all the disk
+    assert process.runner.budget.reserve(config.worker.max_disk_bytes, 0)  # another job uses all the disk
 
     claimed = queue.claim("worker-a")
     assert claimed.attempts == 1
     assert process.run_record(claimed) is None
     deferred = queue.get(record.id)
     assert deferred.status == QUEUED
-    assert deferred.attempts == 0 and deferred.runs == [] and deferred.started_at is None
+    assert deferred.attempts == 0
+    assert deferred.runs == []
+    assert deferred.started_at is None
     assert deferred.error.startswith("deferred: needs ")
     assert deferred.not_before > time.time()
     assert queue.claim("worker-a") is None  # not before the delay
     time.sleep(1.1)
     again = queue.claim("worker-a")
-    assert again.id == record.id and again.attempts == 1
+    assert again.id == record.id
+    assert again.attempts == 1

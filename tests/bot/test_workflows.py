@@ -173,7 +173,7 @@ def test_quantize_workflow_steps_publish(bot_hub, bot_alice, tiny_model, tmp_pat
     assert "published" in summary
     api = HfApi(endpoint=bot_hub.url, token=token)
     files = api.list_repo_files("hubquant-org/Phi-workflow-GGUF")
-    # The source is public; visibility=private made the release private.
+    # The source is public, so the release is private because of visibility=private.
     assert api.model_info("hubquant-org/Phi-workflow-GGUF").private is True
     assert HfApi(endpoint=bot_hub.url, token=bot_hub.token_for("carol")).repo_exists("hubquant-org/Phi-workflow-GGUF") is False
     assert "Phi-workflow-Q8_0.gguf" in files

@@ -1,5 +1,5 @@
-"""The GGUF worker reads file headers itself (gguf-py's reader takes over a
-second per file on a 32k vocabulary); it must read what gguf-py reads."""
+"""The GGUF worker reads file headers itself, because gguf-py's reader takes
+over a second per file with a 32k vocabulary. It must read what gguf-py reads."""
 
 from __future__ import annotations
 

@@ -54,7 +54,8 @@ def test_job_keeps_sha_while_main_moves(alice, moved_source, gguf_toolchain):
     assert manifest["source"]["sha"] == first
     # Every file came from the first commit: its config has two layers.
     card = open(alice.hf_hub_download(f"{PINNED}-GGUF", "README.md")).read()
-    assert first in card and second not in card
+    assert first in card
+    assert second not in card
     gguf_file = alice.hf_hub_download(f"{PINNED}-GGUF", "pinned-phi-Q8_0.gguf")
     described = toolchains.run_step(gguf_toolchain, "gguf", {"op": "inspect", "file": gguf_file}).data
     assert described["metadata"]["phi3.block_count"] == 2
@@ -110,7 +111,8 @@ def test_plan_text_shows_visibility_and_memory(hub, alice, tiny_model, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "visibility: the source is private, so the release is private (pass --public to change)" in result.stdout
     assert "repo alice/planned-private-phi-GGUF:" in result.stdout
-    assert "estimated peak memory:" in result.stdout and "estimated peak disk:" in result.stdout
+    assert "estimated peak memory:" in result.stdout
+    assert "estimated peak disk:" in result.stdout
 
 
 def test_float32_source_converted_once_to_f32(tiny_model, tmp_path, monkeypatch):

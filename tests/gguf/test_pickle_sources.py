@@ -1,4 +1,4 @@
-"""Sources with pickle weights (pytorch_model.bin): refused unless the user opts
+"""Sources with pickle weights (pytorch_model.bin): rejected unless the user opts
 in, then loaded only through weights-only loaders, so a pickle that carries
 code never runs it."""
 
@@ -35,13 +35,13 @@ def pickle_source(reference_toolchain, folder, destination, marker: str = ""):
     return destination
 
 
-def test_pickle_source_refused_without_opt_in(reference_toolchain, tiny_model, tmp_path):
+def test_pickle_source_rejected_without_opt_in(reference_toolchain, tiny_model, tmp_path):
     folder = pickle_source(reference_toolchain, tiny_model("phi-3-mini-4k-instruct"), tmp_path / "phi-pickle")
     with pytest.raises(SourceError, match="pass --allow-pickle"):
         run_job(JobRequest(source=str(folder), targets=["gguf:Q8_0"], output_dir=tmp_path / "out"))
 
 
-def test_pickle_source_with_opt_in_is_built_and_validated(reference_toolchain, tiny_model, tmp_path):
+def test_pickle_source_with_opt_in_built(reference_toolchain, tiny_model, tmp_path):
     folder = pickle_source(reference_toolchain, tiny_model("phi-3-mini-4k-instruct"), tmp_path / "phi-pickle")
     result = run_job(JobRequest(source=str(folder), targets=["gguf:Q8_0"], output_dir=tmp_path / "out", allow_pickle=True))
     assert result.ok, result.releases[0].failed
@@ -50,7 +50,7 @@ def test_pickle_source_with_opt_in_is_built_and_validated(reference_toolchain, t
 
 @pytest.mark.parametrize("reference", ["transformers", "skipped"])
 def test_code_in_pickle_never_runs(reference_toolchain, tiny_model, tmp_path, monkeypatch, reference):
-    """Both loaders refuse it: transformers for the reference, and llama.cpp's
+    """Both loaders reject it: transformers for the reference, and llama.cpp's
     converter when the reference is skipped for lack of memory."""
     if reference == "skipped":
         monkeypatch.setattr("hubquant.pipeline.available_memory", lambda: 1)

@@ -73,7 +73,7 @@ def test_phi2_rejects_mixed_recipe(tiny_model, mlx_toolchain, tmp_path):
         toolchains.run_step(mlx_toolchain, "mlx", request)
 
 
-def test_phi2_mixed_recipe_refused_up_front(tiny_model, tmp_path, monkeypatch):
+def test_phi2_mixed_recipe_rejected_up_front(tiny_model, tmp_path, monkeypatch):
     from hubquant.backends.mlx import MlxBackend
 
     def no_build(*args, **kwargs):
@@ -86,7 +86,7 @@ def test_phi2_mixed_recipe_refused_up_front(tiny_model, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_phimoe_unquantized_refused_up_front(tiny_model, tmp_path, monkeypatch, precision):
+def test_phimoe_unquantized_rejected_up_front(tiny_model, tmp_path, monkeypatch, precision):
     from hubquant.backends.mlx import MlxBackend
 
     def no_build(*args, **kwargs):

@@ -18,7 +18,7 @@ from huggingface_hub import HfApi, snapshot_download
 
 from hubquant import toolchains
 from hubquant.backends.mlx_checks import SOURCE_LOGIT_LIMIT
-from hubquant.cards import validate_card_metadata
+from hubquant.cards import human_size, validate_card_metadata
 from hubquant.backends.mlx import prepare_input
 from hubquant.source import inspect_folder, read_safetensors_header
 
@@ -160,6 +160,11 @@ def test_card_states_measured_format(downloaded, repo):
     _, body = _card(folder)
     assert f"| Bits per weight | {artifact['bits_per_weight']:.3f} |" in body
     assert "| Stored float dtype | `bfloat16` |" in body
+    # The size is what the downloaded files measure, not an estimate.
+    files = artifact["files"]
+    measured = sum((folder / name).stat().st_size for name in files)
+    assert artifact["size_bytes"] == measured
+    assert f"| Size | {human_size(measured)} in {len(files)} files |" in body
     if repo.endswith("4bit"):
         assert "4-bit affine (a scale and a bias per group), group size 64" in body
         assert "| 4-bit affine, group size 64 |" in body

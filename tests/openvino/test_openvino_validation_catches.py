@@ -136,7 +136,7 @@ def _cpu_has_bf16() -> bool:
 
 @pytest.mark.skipif(not _cpu_has_bf16(), reason="the CPU has no bf16 units, so OpenVINO cannot infer in bf16 here")
 def test_worker_reports_compiled_precision(exported, openvino_toolchain):
-    """The precision comes from the compiled model, not from the hint hubquant asked for."""
+    """The precision comes from the compiled model, not from the hint hubquant requested."""
     from hubquant.backends import openvino as openvino_backend
 
     backend, context, ir, described, _, work = exported

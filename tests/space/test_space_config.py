@@ -3,8 +3,6 @@ signed-in user may publish to (read from the local Hub's whoami)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 import pytest
 
@@ -73,7 +71,7 @@ def signed_in(hub, username: str) -> gr.OAuthToken:
     return gr.OAuthToken(token=hub.token_for(username), scope="openid profile read-repos write-repos", expires_at=0)
 
 
-def test_run_refuses_namespace_of_someone_else(hub, tmp_path):
+def test_run_rejects_others_namespace(hub, tmp_path):
     app = SpaceApp(SpaceConfig(endpoint=hub.url, state_dir=tmp_path / "state", work_dir=tmp_path))
     try:
         message, _ = app.on_run("alice/phi3-private-tiny", ["gguf:Q8_0"], "", [], "microsoft", "", False, 50,

@@ -78,10 +78,10 @@ class Backend(Protocol):
 
     def supported_architectures(self) -> frozenset[str]: ...
 
-    def target_refusal(self, architecture: str, target: Target) -> str | None:
-        """Why ``target`` cannot be built for a source of ``architecture`` here, or None.
+    def rejection_reason(self, architecture: str, target: Target) -> str | None:
+        """Return why ``target`` cannot be built here for a source of ``architecture``, or None.
 
-        Asked before any download, after the architecture check.
+        The job calls it before any download, after the architecture check.
         """
         ...
 

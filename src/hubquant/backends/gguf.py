@@ -191,7 +191,7 @@ class GgufBackend:
     def supported_architectures(self) -> frozenset[str]:
         return ARCHITECTURES
 
-    def target_refusal(self, architecture: str, target: Target) -> str | None:
+    def rejection_reason(self, architecture: str, target: Target) -> str | None:
         return None
 
     def repo_name(self, model_name: str) -> str:

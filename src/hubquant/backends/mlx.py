@@ -455,7 +455,7 @@ class MlxBackend:
     def supported_architectures(self) -> frozenset[str]:
         return ARCHITECTURES
 
-    def target_refusal(self, architecture: str, target: Target) -> str | None:
+    def rejection_reason(self, architecture: str, target: Target) -> str | None:
         fmt = parse_precision(target.precision)
         if fmt.recipe and architecture == "PhiForCausalLM":
             return (

@@ -311,7 +311,7 @@ class OnnxBackend:
     def supported_architectures(self) -> frozenset[str]:
         return ARCHITECTURES
 
-    def target_refusal(self, architecture: str, target: Target) -> str | None:
+    def rejection_reason(self, architecture: str, target: Target) -> str | None:
         return None
 
     def release_name(self, model_name: str, target: Target) -> str:

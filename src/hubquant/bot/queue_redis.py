@@ -127,17 +127,17 @@ class RedisQueue(JobQueue):
         return record, True
 
     def _create_record(self, spec: JobSpec) -> JobRecord | None:
-        """Store a new queued record, marked unsent; return None when the job exists."""
+        """Store a new queued record marked unsent, or return None when the job exists."""
         record = JobRecord(spec)
         keys = [self._jobs_key, self._created_key, self._unsent_key]
         created = self._create(keys=keys, args=[record.id, json.dumps(record.to_dict()), record.created_at])
         return record if created else None
 
     def resend_unsent(self, grace_seconds: float) -> list[str]:
-        """Send the jobs whose records are older than `grace_seconds` and still
-        marked unsent (their receiver stopped before sending); return their ids.
+        """Send the jobs still marked unsent after `grace_seconds` and return their ids.
 
-        Removing the mark decides which caller sends, so each is sent once.
+        Such a job's receiver stopped before sending it. Removing the mark decides
+        which caller sends, so each job is sent once.
         """
         sent = []
         cutoff = time.time() - grace_seconds
@@ -148,7 +148,7 @@ class RedisQueue(JobQueue):
             record = self.get(job_id)
             if record is None or record.status != QUEUED:
                 continue
-            log.warning("job %s: its message was never sent (the receiver stopped); sending it now", job_id)
+            log.warning("job %s: its message was never sent because the receiver stopped, so sending it now", job_id)
             self.actor.send(job_id)
             sent.append(job_id)
         return sent

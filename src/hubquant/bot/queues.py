@@ -68,9 +68,9 @@ class JobQueue(abc.ABC):
 
     @abc.abstractmethod
     def start(self, job_id: str, worker: str) -> JobRecord | None:
-        """Mark a queued job as running on `worker`; return None when the job is finished or unknown.
+        """Mark a queued job as running on `worker` and return it, or None when the job is finished or unknown.
 
-        Raises JobHeld when another worker runs it and renewed its heartbeat recently.
+        Raises JobHeld when another worker runs the job and renewed its heartbeat recently.
         """
 
     @abc.abstractmethod

@@ -34,9 +34,9 @@ from hubquant.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# An oversized body is read on, up to this many times the limit, keeping only its
-# first and last bytes, to name its webhook id in the log (the Hub puts the
-# "webhook" object after "repo"). Beyond that the connection is answered at once.
+# An oversized body is read up to this many times the limit, keeping only its
+# first and last bytes, to log its webhook id (the Hub puts the "webhook" object
+# after "repo"). A larger declared body is rejected without reading it.
 OVERSIZE_READ_FACTOR = 16
 TAIL_BYTES = 4096
 

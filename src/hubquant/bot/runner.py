@@ -254,10 +254,10 @@ def transient_wait(error: BaseException) -> float | None:
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Connection and timeout errors of the HTTP libraries in use.
+    """Return the connection and timeout error classes of the HTTP libraries in use.
 
-    huggingface_hub 2.x talks through httpx2, a fork with its own exception
-    classes; httpx's are kept for other callers.
+    huggingface_hub 2.x uses httpx2, a fork with its own exception classes.
+    httpx's classes are included for other callers.
     """
     found = []
     for name in ("httpx2", "httpx"):

@@ -138,7 +138,7 @@ class BotWorker:
             record = self.queue.start(job_id, self.worker_id)
         except JobHeld as held:
             delay = self.queue.settings.heartbeat_timeout_seconds / 2
-            log.info("job %s: %s; looking again in %.0f s", job_id, held, delay)
+            log.info("job %s: %s, so retrying in %.0f s", job_id, held, delay)
             raise dramatiq.Retry(str(held), delay=int(delay * 1000)) from None
         if record is None:
             log.info("job %s: already finished or unknown; acknowledging its message", job_id)

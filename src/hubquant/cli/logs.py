@@ -41,7 +41,7 @@ def configure_logging(level: str) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # The Hub client and its HTTP library (httpx2) log request URLs; keep them at warning.
+    # The Hub client and its HTTP library (httpx2) log request URLs, so keep them at warning.
     logging.getLogger("huggingface_hub").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpx2").setLevel(logging.WARNING)

@@ -13,8 +13,8 @@ class BuildCache:
     """Tiny model builds under ``root``, one per (name, build options).
 
     Builds are byte-identical for the same arguments, so a test run needs
-    each one only once. Callers must not change the returned folders; copy
-    one first when a test needs to edit files. Safe to share between threads.
+    each one only once. Callers must not change the returned folders, and a
+    test that edits files copies one first. Safe to share between threads.
     """
 
     def __init__(self, root: Path) -> None:
