@@ -51,3 +51,16 @@ def test_model_exports_and_validates(name, tiny_model, tmp_path):
     eos_check = next(check for check in release.validation["checks"] if check["name"] == "generation stops at EOS (optimum-intel)")
     assert str(MODELS[name]["eos"]) in eos_check["detail"]
 
+
+
+def test_phimoe_int4_compresses_experts(tiny_model, tmp_path):
+    """NNCF compresses PhiMoE's fused expert weights like the other weights."""
+    result = local_job(tiny_model("phi-tiny-moe-instruct"), ["openvino:int4"], tmp_path)
+    release = result.releases[0]
+    assert release.failed == {}
+    artifact = staged_manifest(release)["artifacts"][0]
+    statuses = check_statuses(artifact["validation"])
+    assert statuses["KL divergence to the unquantized IR"] == "passed"
+    formats = artifact["facts"]["weight_formats"]
+    assert sum(formats.values()) == MODELS["phi-tiny-moe-instruct"]["weights"]
+    assert formats == {"int4_asym": 16, "int8_asym": 2}
