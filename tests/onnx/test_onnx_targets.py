@@ -30,7 +30,10 @@ from hubquant.targets import parse_target, parse_targets
         ("int4-kquant-acc-level-1-asym", "cpu-int4-kquant-block-32-acc-level-1-asym"),
         ("int4-embeds-int4-lm-head-int8", "cpu-int4-rtn-block-32-acc-level-4-embeds-int4-lm-head-int8"),
         ("cuda-int4-lm-head-float", "cuda-int4-rtn-block-32-lm-head-float"),
-        ("int4-acc-level-0", "cpu-int4-rtn-block-32"),
+        ("int4-acc-level-0", "cpu-int4-rtn-block-32-acc-level-0"),
+        ("webgpu-int4-acc-level-0", "webgpu-int4-rtn-block-32-acc-level-0"),
+        ("cuda-int4-acc-level-0", "cuda-int4-rtn-block-32"),
+        ("cuda-int4-acc-level-4", "cuda-int4-rtn-block-32-acc-level-4"),
     ],
 )
 def test_variant_names(text, name):
@@ -42,6 +45,14 @@ def test_variant_name_parses_back():
         for precision in provider.precisions:
             variant = parse_variant(f"{provider.name}-{precision}")
             assert parse_variant(variant.name) == variant
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("provider", ["cpu", "cuda", "webgpu"])
+def test_accuracy_level_survives_name(provider, level):
+    variant = parse_variant(f"{provider}-int4-acc-level-{level}")
+    assert variant.accuracy_level == level
+    assert parse_variant(variant.name) == variant
 
 
 def test_target_normalizes_to_folder_name():

@@ -150,7 +150,9 @@ class Variant:
         parts = [self.provider, self.precision]
         if self.quantized:
             parts += [self.algorithm, "block", str(self.block_size)]
-            if self.accuracy_level:
+            # Level 0 is named where the provider's default is another level,
+            # so the name parses back to the same variant.
+            if self.accuracy_level or DEFAULT_ACCURACY_LEVELS.get(self.provider, 0):
                 parts += ["acc", "level", str(self.accuracy_level)]
             if not self.symmetric:
                 parts.append("asym")
