@@ -222,7 +222,7 @@ HARDWARE: dict[str, Hardware] = {
                 "GeForce RTX, workstation and data-centre GPUs with CUDA, on Linux"
                 " or Windows. llama.cpp and ONNX Runtime both have CUDA backends."
             ),
-            targets=("gguf:Q4_K_M", "onnx:cuda-int4", "gguf:Q8_0", "onnx:fp16", "gguf:F16"),
+            targets=("gguf:Q4_K_M", "onnx:cuda-int4", "gguf:Q8_0", "onnx:cuda-fp16", "gguf:F16"),
             also_runs=("gguf:Q5_K_M", "gguf:Q6_K", "gguf:IQ4_XS"),
             memory=MemoryGuidance(
                 typical_memory="8-32 GB of VRAM on consumer cards, more on data-centre cards",
@@ -240,7 +240,7 @@ HARDWARE: dict[str, Hardware] = {
                 " through DirectML. DirectML runs INT4 ONNX models but not 8-bit"
                 " ones. llama.cpp reaches the same GPUs through Vulkan."
             ),
-            targets=("onnx:dml-int4", "gguf:Q4_K_M", "onnx:fp16"),
+            targets=("onnx:dml-int4", "gguf:Q4_K_M", "onnx:dml-fp16"),
             also_runs=("gguf:Q8_0", "gguf:IQ4_XS"),
             memory=MemoryGuidance(
                 typical_memory="4-16 GB of VRAM, or shared RAM on integrated GPUs",
