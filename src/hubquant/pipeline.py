@@ -278,12 +278,10 @@ def _plan_releases(api: HfApi, request: JobRequest, model_name: str, source_id: 
                 name_given=request.repo_name is not None,
             )
             if repo.exists and not repo.private and private:
-                info = api.model_info(repo.repo_id)
-                if not info.private:
-                    raise PublishError(
-                        f"{repo.repo_id} is public but the source is private or gated; "
-                        "pass --public to publish into it, or --repo-name for a new private repo"
-                    )
+                raise PublishError(
+                    f"{repo.repo_id} is public but the source is private or gated; "
+                    "pass --public to publish into it, or --repo-name for a new private repo"
+                )
         planned.append(PlannedRelease(get_backend(backend_name), group, repo, name))
     return planned
 

@@ -33,9 +33,12 @@ class RepoPlan:
     repo_id: str
     exists: bool
     manifest: dict | None
+    # The repo's own visibility when it exists, else the visibility to create it with.
     private: bool
     gated: bool
     note: str = ""
+    # An existing repo with no files but .gitattributes.
+    empty: bool = False
 
     @property
     def up_to_date_targets(self) -> list[str]:
@@ -97,6 +100,11 @@ def plan_repo(
     plan = _inspect_repo(api, repo_id, private, gated)
     if not plan.exists or update_existing:
         return plan
+    if plan.empty:
+        # A run that stopped after creating the repo and before its commit
+        # (a killed worker) leaves it empty; nothing in it can be lost.
+        plan.note = f"{repo_id} exists and is empty, so the release goes there"
+        return plan
     manifest_source = (plan.manifest or {}).get("source", {}).get("id")
     if plan.manifest is not None and manifest_source == source_id:
         return plan
@@ -116,12 +124,14 @@ def plan_repo(
 
 def _inspect_repo(api: HfApi, repo_id: str, private: bool, gated: bool) -> RepoPlan:
     try:
-        api.model_info(repo_id)
+        info = api.model_info(repo_id)
     except RepositoryNotFoundError:
         return RepoPlan(repo_id, False, None, private, gated)
     except HfHubHTTPError as error:
         raise TransientError(f"checking {repo_id} on the Hub failed: {error}") from None
-    return RepoPlan(repo_id, True, read_manifest(api, repo_id), private, gated)
+    empty = all(sibling.rfilename == ".gitattributes" for sibling in info.siblings or [])
+    manifest = None if empty else read_manifest(api, repo_id)
+    return RepoPlan(repo_id, True, manifest, bool(info.private), bool(info.gated), empty=empty)
 
 
 def release_files(manifest: dict) -> set[str]:
