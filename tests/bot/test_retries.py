@@ -115,3 +115,24 @@ def test_job_deferred_while_budget_taken(bot_hub, bot_alice, tiny_model, tmp_pat
     again = queue.claim("worker-a")
     assert again.id == record.id
     assert again.attempts == 1
+
+
+def test_job_that_stops_its_workers_gives_up(tmp_path, monkeypatch):
+    """A job whose workers all vanish mid-run (as an out-of-memory kill does) fails after max_attempts."""
+    monkeypatch.setenv("HF_TOKEN", "hf_unused")
+    config = load_config(write_config(tmp_path / "bot.yaml", hub_url=f"http://127.0.0.1:{free_port()}",
+                                      queue_url="sqlite:///jobs.db", queue={"lease_seconds": 0.2},
+                                      worker={"work_dir": "work", "max_attempts": 2}))
+    queue = open_queue(config.queue_url, config.queue)
+    record, _ = queue.submit(JobSpec("microsoft/Phi-heavy", "d" * 40, ("gguf:Q8_0",), "hubquant-org"))
+    for ghost in ("ghost-1", "ghost-2"):
+        assert queue.claim(ghost).attempts in (1, 2)
+        time.sleep(0.3)  # the lease runs out: the worker is gone
+    claimed = queue.claim("worker-a")
+    assert claimed.attempts == 3
+    outcome = BotWorker(config, queue, worker_id="worker-a").run_record(claimed)
+    assert outcome.status == FAILED
+    final = queue.get(record.id)
+    assert final.status == FAILED
+    assert final.error == "gave up after 2 attempts: the worker running it stopped each time"
+    assert final.runs == ["ghost-1", "ghost-2", "worker-a"]

@@ -44,6 +44,14 @@ class BotWorker:
 
     def run_record(self, record: JobRecord) -> Outcome | None:
         """Run a job this worker has started; return the outcome, or None when it was deferred."""
+        limit = self.config.worker.max_attempts
+        if record.attempts > limit:
+            # Each earlier attempt ended with its worker gone (killed, out of memory, or
+            # the machine restarted), which no retry rule saw, so the job stops here.
+            outcome = Outcome(FAILED, error=f"gave up after {limit} attempts: the worker running it stopped each time")
+            log.error("job %s: %s", record.id, outcome.error)
+            self.queue.update_running(record.id, self.worker_id, lambda job: _finish(job, outcome))
+            return outcome
         log.info("job %s: attempt %d of %s@%s (%s) on worker %s", record.id, record.attempts,
                  record.spec.source, record.spec.sha[:12], ", ".join(record.spec.targets), self.worker_id)
         with self._lock:
