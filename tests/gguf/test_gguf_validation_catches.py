@@ -88,3 +88,19 @@ def test_corrupted_quantized_tensor_fails(converted, gguf_toolchain):
     candidate = _tampered(converted, gguf_toolchain, "corrupt-tensor")
     report = backend.validate_quantized(context, gguf_toolchain, candidate, parse_variant("BF16"), logits, work / "q")
     assert "KL divergence to the unquantized conversion" in {check.name for check in report.failures}
+
+
+def test_dropped_eos_id_does_not_stop(converted, gguf_toolchain):
+    """The forced-stop run (made for every published file) catches the same file by running it."""
+    from hubquant.backends.gguf_checks import check_stops
+    from hubquant.validation import ValidationReport
+
+    _, context, intermediate, _ = converted
+    intact = ValidationReport()
+    check_stops(intact, gguf_toolchain, intermediate["path"], context)
+    assert intact.failures == []
+    tampered = _tampered(converted, gguf_toolchain, "drop-eos-key")
+    report = ValidationReport()
+    check_stops(report, gguf_toolchain, tampered["path"], context)
+    assert [check.name for check in report.failures] == ["generation stops at EOS"]
+    assert "does not stop on EOS ids [32001]" in report.failures[0].detail

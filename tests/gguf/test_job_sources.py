@@ -11,6 +11,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 
 from hubquant import toolchains
 from hubquant.backends.gguf import GgufBackend
+from hubquant.errors import PublishError, SourceError
 from hubquant.pipeline import JobRequest, run_job
 from hubquant.progress import Reporter
 from hubquant.tinymodels import publish_tiny_model
@@ -147,7 +148,6 @@ def no_download(*args, **kwargs):
 
 def test_remote_shard_headers_checked_before_download(hub, alice, tiny_model, tmp_path, monkeypatch):
     from hubquant import pipeline
-    from hubquant.errors import SourceError
     from hubquant.source import parse_source, resolve_hub_source
 
     repo = "alice/bad-index-phi"
@@ -169,7 +169,6 @@ def test_remote_shard_headers_checked_before_download(hub, alice, tiny_model, tm
 
 def test_invalid_remote_weights_rejected_before_download(hub, alice, tiny_model, tmp_path, monkeypatch):
     from hubquant import pipeline
-    from hubquant.errors import SourceError
 
     repo = "alice/garbled-phi"
     publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=repo, cache=tiny_model)
@@ -179,4 +178,81 @@ def test_invalid_remote_weights_rejected_before_download(hub, alice, tiny_model,
     request = JobRequest(source=repo, targets=["gguf:Q8_0"], endpoint=hub.url, token=hub.token_for("alice"),
                          output_dir=tmp_path / "out")
     with pytest.raises(SourceError, match="weights of alice/garbled-phi are not valid safetensors"):
+        run_job(request)
+
+
+def test_empty_repo_left_by_stopped_run_is_used(alice):
+    from hubquant.publish import plan_repo
+
+    alice.create_repo("alice/leftover-phi-GGUF", private=True)
+    plan = plan_repo(alice, namespace="alice", base_name="leftover-phi-GGUF", source_id="alice/leftover-phi",
+                     source_owner="alice", private=True, gated=False, update_existing=False, name_given=False)
+    assert plan.exists
+    assert plan.empty
+    assert "exists and is empty" in plan.note
+
+    alice.upload_file(path_or_fileobj=b"mine", path_in_repo="NOTES.md", repo_id="alice/leftover-phi-GGUF")
+    with pytest.raises(PublishError, match="is a repo hubquant did not create"):
+        plan_repo(alice, namespace="alice", base_name="leftover-phi-GGUF", source_id="alice/leftover-phi",
+                  source_owner="alice", private=True, gated=False, update_existing=False, name_given=False)
+
+
+def test_private_source_never_fills_public_repo(hub, alice, tiny_model, monkeypatch):
+    from hubquant import pipeline
+
+    publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id="alice/hidden-phi", private=True, cache=tiny_model)
+    alice.create_repo("alice/hidden-phi-GGUF", private=False)  # empty and public
+    monkeypatch.setattr(pipeline, "download", no_download)
+    request = JobRequest(source="alice/hidden-phi", targets=["gguf:Q8_0"], endpoint=hub.url,
+                         token=hub.token_for("alice"), push=True)
+    with pytest.raises(PublishError, match="alice/hidden-phi-GGUF is public but the source is private or gated"):
+        run_job(request)
+    assert alice.list_repo_files("alice/hidden-phi-GGUF") == [".gitattributes"]
+
+
+def test_quiet_run_prints_results_only(tiny_model, hub, tmp_path):
+    folder = tiny_model("phi-3-mini-4k-instruct")
+    result = run_cli(["run", str(folder), "--target", "gguf:Q8_0", "--output-dir", str(tmp_path / "out"), "--quiet"],
+                     hub=hub, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("staged: ")
+    assert "[worker]" not in result.stderr
+    assert "[converting]" not in result.stderr
+    assert "[done] phi-3-mini-4k-instruct-GGUF gguf:Q8_0" in result.stderr
+
+
+def test_hub_source_without_config_rejected(hub, alice, monkeypatch):
+    from hubquant import pipeline
+
+    alice.create_repo("alice/no-config-phi", exist_ok=True)
+    alice.upload_file(path_or_fileobj=b"# empty\n", path_in_repo="README.md", repo_id="alice/no-config-phi")
+    monkeypatch.setattr(pipeline, "download", no_download)
+    request = JobRequest(source="alice/no-config-phi", targets=["gguf:Q8_0"], endpoint=hub.url, token=hub.token_for("alice"))
+    with pytest.raises(SourceError, match="alice/no-config-phi has no config.json"):
+        run_job(request)
+
+
+def test_hub_index_naming_missing_shard_rejected(hub, alice, tiny_model, tmp_path, monkeypatch):
+    from hubquant import pipeline
+
+    repo = "alice/missing-shard-phi"
+    publish_tiny_model(alice, "phi-3-mini-4k-instruct-sharded", repo_id=repo, cache=tiny_model)
+    index = json.load(open(alice.hf_hub_download(repo, "model.safetensors.index.json", cache_dir=tmp_path)))
+    last_shard = sorted(set(index["weight_map"].values()))[-1]
+    alice.delete_file(last_shard, repo_id=repo)
+    monkeypatch.setattr(pipeline, "download", no_download)
+    request = JobRequest(source=repo, targets=["gguf:Q8_0"], endpoint=hub.url, token=hub.token_for("alice"))
+    with pytest.raises(SourceError, match=f"names shard {last_shard}, which the repo does not contain"):
+        run_job(request)
+
+
+def test_hub_source_of_unsupported_architecture_rejected(hub, alice, monkeypatch):
+    from hubquant import pipeline
+
+    alice.create_repo("alice/not-phi", exist_ok=True)
+    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}
+    alice.upload_file(path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json", repo_id="alice/not-phi")
+    monkeypatch.setattr(pipeline, "download", no_download)
+    request = JobRequest(source="alice/not-phi", targets=["gguf:Q8_0"], endpoint=hub.url, token=hub.token_for("alice"))
+    with pytest.raises(SourceError, match="the gguf backend does not support architecture GPT2LMHeadModel; supported: "):
         run_job(request)

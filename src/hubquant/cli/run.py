@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -123,6 +124,12 @@ def _command_line() -> str:
     return shlex.join(["hubquant", *words])
 
 
+def _quiet_logs() -> None:
+    """Keep warnings and errors only, so --quiet also silences the tools' own log lines."""
+    root = logging.getLogger()
+    root.setLevel(max(root.level, logging.WARNING))
+
+
 @click.command()
 @_common_options
 def run(**options) -> None:
@@ -131,6 +138,8 @@ def run(**options) -> None:
     from hubquant.progress import ConsoleReporter
 
     request = _request(**options)
+    if options["quiet"]:
+        _quiet_logs()
     if options["quiet"] or not sys.stderr.isatty():
         from huggingface_hub.utils import disable_progress_bars
 

@@ -189,8 +189,9 @@ def _create(spec: ToolchainSpec, base: Path) -> Toolchain:
 
 
 def _llama_cpp_cmake_args() -> str:
-    # GGML_NATIVE=OFF builds for a portable x86-64 baseline with runtime dispatch,
-    # so a wheel built on an AVX-512 machine still runs on CPUs without it.
+    # GGML_NATIVE=OFF leaves out the build machine's own extensions such as AVX-512.
+    # NOTE: on x86-64 it still turns on AVX, AVX2, FMA, F16C and BMI2 (ggml's
+    # CMakeLists.txt in llama.cpp b11312), so the library needs an AVX2 CPU.
     return " ".join(
         [
             "-DGGML_NATIVE=OFF",
