@@ -35,6 +35,7 @@ from hubquant.source import (
     SourceRef,
     chat_template_of,
     download,
+    download_bytes,
     inspect_folder,
     parse_source,
     resolve_hub_source,
@@ -172,7 +173,7 @@ def _local_source(ref: SourceRef, request: JobRequest, reporter: Reporter, work_
 
 
 def _download_hub_source(api: HfApi, hub, request: JobRequest, work_root: Path, targets: list[Target]) -> LocalSource:
-    needed = sum(size for name, size in hub.files.items() if "/" not in name)
+    needed = download_bytes(hub.files, allow_pickle=request.allow_pickle)
     check_disk(work_root, source_bytes=needed, parameters=None, targets=targets)
     folder = download(api, hub, work_root / "source", allow_pickle=request.allow_pickle)
     source = inspect_folder(folder, allow_pickle=request.allow_pickle)

@@ -9,7 +9,7 @@ from hubquant.backends import get_backend
 from hubquant.pipeline import JobRequest, make_api
 from hubquant.publish import plan_repo, visibility_for
 from hubquant.resources import estimate_job_bytes
-from hubquant.source import inspect_folder, parse_source, resolve_hub_source
+from hubquant.source import download_bytes, inspect_folder, parse_source, resolve_hub_source
 from hubquant.targets import parse_targets
 
 
@@ -38,7 +38,7 @@ def make_plan(request: JobRequest) -> dict:
         hub = resolve_hub_source(api, ref)
         parameters = _hub_parameters(api, hub)
         name, sha = hub.repo_id.split("/")[-1], hub.sha
-        source_bytes = sum(hub.files.values())
+        source_bytes = download_bytes(hub.files, allow_pickle=request.allow_pickle)
         private, gated, note = visibility_for(hub.private, hub.gated, request.public)
         source_id, owner = hub.repo_id, hub.repo_id.split("/")[0]
 

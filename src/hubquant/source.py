@@ -255,6 +255,17 @@ def select_files(files: list[str], *, allow_pickle: bool) -> list[str]:
     return sorted(name for name in files if "/" not in name and _matches(name, wanted))
 
 
+def download_bytes(files: dict[str, int], *, allow_pickle: bool = False) -> int:
+    """Return the size of the files a job downloads from a repo (name -> size).
+
+    A repo without usable weights counts whole, since the job rejects it anyway.
+    """
+    try:
+        return sum(files[name] for name in select_files(list(files), allow_pickle=allow_pickle))
+    except SourceError:
+        return sum(files.values())
+
+
 def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from hubquant.errors import SourceError, UsageError
-from hubquant.source import inspect_folder, parse_source, select_files
+from hubquant.source import download_bytes, inspect_folder, parse_source, select_files
 
 ENDPOINT = "http://127.0.0.1:8999"
 
@@ -156,3 +156,13 @@ def test_invalid_base_model_rejected(tmp_path):
     _write_safetensors(folder / "model.safetensors", {"a": [2]})
     with pytest.raises(UsageError, match="invalid --base-model"):
         inspect_folder(folder, declared_base_model="not a repo id")
+
+
+def test_download_size_counts_only_fetched_files():
+    files = {"config.json": 10, "model.safetensors": 1000, "pytorch_model.bin": 1000, "tokenizer.json": 50,
+             "README.md": 5, "onnx/model.onnx": 3000, "notes.txt": 7}
+    assert download_bytes(files) == 10 + 1000 + 50 + 5
+    pickles = {"config.json": 10, "pytorch_model.bin": 1000}
+    assert download_bytes(pickles, allow_pickle=True) == 1010
+    # Without --allow-pickle the job rejects such a repo, so the size is not trimmed.
+    assert download_bytes(pickles) == 1010

@@ -14,7 +14,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from hubquant.backends import backend_names, get_backend
 from hubquant.errors import SourceError, TransientError, UsageError
-from hubquant.source import REPO_ID, SourceRef, resolve_hub_source
+from hubquant.source import REPO_ID, SourceRef, download_bytes, resolve_hub_source
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def describe_source(
         license=_license(hub.card_data, hub.tags),
         private=hub.private,
         gated=hub.gated,
-        source_bytes=sum(hub.files.values()),
+        source_bytes=download_bytes(hub.files),
         backends=supported,
         unsupported_backends=[name for name in backend_names() if name not in supported],
     )

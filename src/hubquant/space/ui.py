@@ -145,9 +145,9 @@ class SpaceApp:
         )
 
     def _source_bytes(self, token: str, ref) -> int:
-        from hubquant.source import resolve_hub_source
+        from hubquant.source import download_bytes, resolve_hub_source
 
-        return sum(resolve_hub_source(self.api(token), ref).files.values())
+        return download_bytes(resolve_hub_source(self.api(token), ref).files)
 
     def on_refresh(self, job_id: str | None, labels: list, oauth_token: gr.OAuthToken | None):
         try:
