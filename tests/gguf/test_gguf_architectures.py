@@ -5,6 +5,7 @@ F16 range."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -57,10 +58,13 @@ def test_phimoe_rejected_before_work(tiny_model, tmp_path):
         _local_job(folder, ["gguf:Q8_0"], tmp_path)
 
 
-def test_fallback_types_reported(tiny_model, tmp_path):
+def test_fallback_types_reported(tiny_model, tmp_path, caplog):
     folder = tiny_model("phi-3-mini-4k-instruct", intermediate_size=640)
+    caplog.set_level(logging.WARNING, logger="hubquant.toolchains.runner")
     result = _local_job(folder, ["gguf:Q4_K_M"], tmp_path)
     assert result.ok
+    # The run itself says so, as a warning line, not only the card.
+    assert any("640" in record.getMessage() and record.levelno == logging.WARNING for record in caplog.records)
     artifact = _manifest(result)["artifacts"][0]
     fallbacks = artifact["facts"]["fallbacks"]
     assert any(item["columns"] == 640 for item in fallbacks)
@@ -69,17 +73,29 @@ def test_fallback_types_reported(tiny_model, tmp_path):
 
 def test_large_file_is_split(tiny_model, tmp_path, gguf_toolchain):
     folder = tiny_model("phi-3-mini-4k-instruct")
-    result = _local_job(folder, ["gguf:Q8_0"], tmp_path, max_file_bytes=8_000_000)
+    result = _local_job(folder, ["gguf:Q8_0"], tmp_path, max_file_bytes=10_000_000)
     release = result.releases[0]
     count = len(release.files)
     assert count >= 2
     assert release.files == [f"{folder.name}-Q8_0-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    for name in release.files:
+        assert (tmp_path / f"{folder.name}-GGUF" / name).stat().st_size <= 10_000_000, name
     first = tmp_path / f"{folder.name}-GGUF" / release.files[0]
     outcome = toolchains.run_step(
         gguf_toolchain, "gguf", {"op": "forced_stop", "file": str(first), "eos_ids": [32000], "prompt": "Hi"}
     ).data["outcomes"][0]
     assert outcome["finish_reason"] == "stop"
     assert release.files[-1] in release.card
+
+
+def test_tensor_larger_than_part_limit_fails_target(tiny_model, tmp_path):
+    # The Q8_0 output matrix alone is 8.7 MB, and split parts cannot divide a tensor.
+    folder = tiny_model("phi-3-mini-4k-instruct")
+    result = _local_job(folder, ["gguf:Q8_0"], tmp_path, max_file_bytes=8_000_000)
+    release = result.releases[0]
+    assert release.files == []
+    assert "tensor output.weight takes 8721408 bytes" in release.failed["gguf:Q8_0"]
+    assert "cannot split one tensor" in release.failed["gguf:Q8_0"]
 
 
 def test_bf16_keeps_weight_beyond_f16_range(tiny_model, tmp_path, gguf_toolchain):

@@ -517,11 +517,16 @@ class GgufBackend:
 
         files = [out_path]
         if out_path.stat().st_size > context.max_file_bytes:
-            parts = toolchains.run_step(
-                toolchain,
-                "gguf",
-                {"op": "split", "file": str(out_path), "max_bytes": context.max_file_bytes},
-            ).data["parts"]
+            try:
+                parts = toolchains.run_step(
+                    toolchain,
+                    "gguf",
+                    {"op": "split", "file": str(out_path), "max_bytes": context.max_file_bytes},
+                ).data["parts"]
+            except ToolchainError as error:
+                out_path.unlink(missing_ok=True)
+                self._fail(context, release, target, str(error))
+                return
             files = [Path(part) for part in parts]
         artifact = Artifact(
             target=target,

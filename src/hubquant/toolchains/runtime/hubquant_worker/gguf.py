@@ -413,14 +413,25 @@ def split(request: dict) -> dict:
     reader = gguf.GGUFReader(str(source))
     arch = _field_value(reader.fields["general.architecture"])
 
+    # Each part's size counts its header: the whole metadata (vocabulary
+    # included) in the first part, and per tensor its info and alignment padding.
+    first_header = int(reader.data_offset) + 1024
+    later_header = 1024
+    per_tensor = 256
     groups: list[list] = [[]]
-    size = 0
+    size = first_header
     for tensor in reader.tensors:
-        if groups[-1] and size + int(tensor.n_bytes) > max_bytes:
+        needed = int(tensor.n_bytes) + per_tensor
+        if later_header + needed > max_bytes:
+            raise StepError(
+                f"tensor {tensor.name} takes {int(tensor.n_bytes)} bytes, more than a part of at most "
+                f"{max_bytes} bytes can hold; llama.cpp's split format cannot split one tensor, so raise the limit"
+            )
+        if groups[-1] and size + needed > max_bytes:
             groups.append([])
-            size = 0
+            size = later_header
         groups[-1].append(tensor)
-        size += int(tensor.n_bytes)
+        size += needed
 
     count = len(groups)
     stem = source.name[: -len(".gguf")]
@@ -448,6 +459,8 @@ def split(request: dict) -> dict:
         for tensor in group:
             writer.write_tensor_data(np.asarray(tensor.data))
         writer.close()
+        if part.stat().st_size > max_bytes:
+            raise StepError(f"part {part.name} came out at {part.stat().st_size} bytes, over the limit of {max_bytes}")
         parts.append(str(part))
     del reader
     source.unlink()
