@@ -111,6 +111,8 @@ def test_signed_out_starts_nothing(space_app, browser):
     page = browser().new_page()
     page.goto(space_app)
     expect(page.locator("#signin-status")).to_contain_text("Sign in to start a job")
+    # Before any source is described, releases would be private.
+    expect(page.locator("#public input")).not_to_be_checked()
     paste_model(page, PRIVATE_SOURCE)
     page.get_by_label("Any 64-bit CPU").check()
     page.locator("#run").click()
@@ -196,6 +198,8 @@ def test_failing_target_publishes_others(space_app, browser, hub):
     sign_in(page, space_app, "alice")
     paste_model(page, f"{hub.url}/{OVERFLOW_SOURCE}")
     expect(page.locator("#summary")).to_contain_text(OVERFLOW_SOURCE)
+    # A public source ticks the box once it is described.
+    expect(page.locator("#public input")).to_be_checked()
     page.get_by_label("Any 64-bit CPU").check()
     set_targets(page, ["gguf:Q8_0", "gguf:F16"])
     expect(page.locator("#summary")).to_contain_text("phi3-f16-overflow-F16.gguf")

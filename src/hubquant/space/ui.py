@@ -235,7 +235,9 @@ class SpaceApp:
                             value=50, minimum=0.1, maximum=50, elem_id="max-file-gb",
                         )
                     namespace = gr.Dropdown(label="Publish under", choices=[], elem_id="namespace")
-                    public = gr.Checkbox(label="Public releases", value=True, info="Defaults to the source's visibility.", elem_id="public")
+                    # Unticked until the source is known: a run started before the
+                    # summary arrives must not publish a private source publicly.
+                    public = gr.Checkbox(label="Public releases", value=False, info="Defaults to the source's visibility.", elem_id="public")
                     warning = gr.Markdown(elem_id="visibility-warning")
                     run = gr.Button("Quantize and publish", variant="primary", elem_id="run")
                     run_message = gr.Markdown(elem_id="run-message")
