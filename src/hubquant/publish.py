@@ -135,7 +135,7 @@ def _inspect_repo(api: HfApi, repo_id: str, private: bool, gated: bool) -> RepoP
 
 
 def release_files(manifest: dict) -> set[str]:
-    """The repo files a hubquant release made, as its manifest lists them."""
+    """Return the repo files a hubquant release made, as its manifest lists them."""
     names = {"README.md", MANIFEST}
     for entry in manifest.get("artifacts", []):
         names.update(entry.get("files", []))

@@ -29,7 +29,8 @@ def test_unsent_record_is_sent_once_after_grace(queue):
     assert record is not None
     # A later delivery of the same commit is a duplicate and sends nothing either.
     existing, created = queue.submit(SPEC)
-    assert not created and existing.id == record.id
+    assert not created
+    assert existing.id == record.id
     assert queue.broker.do_qsize("jobs") == 0
 
     assert queue.resend_unsent(grace_seconds=60) == []

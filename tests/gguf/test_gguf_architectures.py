@@ -63,7 +63,7 @@ def test_fallback_types_reported(tiny_model, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="hubquant.toolchains.runner")
     result = _local_job(folder, ["gguf:Q4_K_M"], tmp_path)
     assert result.ok
-    # The run itself says so, as a warning line, not only the card.
+    # The run itself logs it as a warning, not only the card.
     assert any("640" in record.getMessage() and record.levelno == logging.WARNING for record in caplog.records)
     artifact = _manifest(result)["artifacts"][0]
     fallbacks = artifact["facts"]["fallbacks"]

@@ -12,8 +12,8 @@ import pytest
 from hubquant.errors import SourceError
 from hubquant.pipeline import JobRequest, run_job
 
-# Turns model.safetensors into pytorch_model.bin; with a marker path, the state
-# dict also holds an object whose unpickling would create that file.
+# Turns model.safetensors into pytorch_model.bin. With a marker path, the state
+# dict also contains an object whose unpickling would create that file.
 TO_PICKLE = """
 import os, sys, torch
 from safetensors.torch import load_file

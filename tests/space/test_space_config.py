@@ -80,7 +80,8 @@ def test_run_rejects_others_namespace(hub, tmp_path):
         assert app.manager.jobs_for("bob") == []
         message, _ = app.on_run("alice/phi3-private-tiny", ["gguf:Q8_0"], "gguf:Q9", [], "bob", "", False, 50,
                                 signed_in(hub, "bob"))
-        assert message.startswith("**Not started:**") and "Q9" in message
+        assert message.startswith("**Not started:**")
+        assert "Q9" in message
         assert app.manager.jobs_for("bob") == []
     finally:
         app.manager.close()
