@@ -192,6 +192,9 @@ def test_quantize_workflow_needs_targets(bot_hub, tmp_path):
         run_steps(workflow, {"model": "microsoft/Phi-workflow"}, {"HF_TOKEN": "unused"}, dict(os.environ), temp, ROOT)
 
 
+PRESETS_SOURCE = "microsoft/Phi-workflow-presets"
+
+
 def plan_step_only(workflow: dict) -> dict:
     workflow["on"] = workflow.pop(True)
     steps = workflow["jobs"]["quantize"]["steps"]
@@ -199,18 +202,22 @@ def plan_step_only(workflow: dict) -> dict:
     return workflow
 
 
-def test_quantize_workflow_hardware_presets(bot_hub, bot_alice, tiny_model, tmp_path):
-    """-f hardware=... becomes --for options, and the plan names the backends to set up."""
+def run_plan_step(bot_hub, bot_alice, tiny_model, tmp_path, inputs: dict) -> Path:
+    """Run the quantize workflow's plan step with `inputs` on a tiny source; return the runner's temp folder."""
     workflow = plan_step_only(yaml.safe_load((WORKFLOWS / "quantize.yml").read_text()))
-    source = "microsoft/Phi-workflow-presets"
-    publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id=source, cache=tiny_model)
+    publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id=PRESETS_SOURCE, cache=tiny_model)
     env = dict(os.environ, HF_ENDPOINT=bot_hub.url, HF_HUB_DISABLE_XET="1")
     env["PATH"] = os.pathsep.join([str(Path(os.sys.executable).parent), env["PATH"]])
     temp = tmp_path / "runner-temp"
     temp.mkdir()
-    inputs = {"model": source, "hardware": "phone, apple-silicon", "namespace": "hubquant-org"}
-    run_steps(workflow, inputs, {"HF_TOKEN": bot_hub.token_for("bob")}, env, temp, ROOT)
+    run_steps(workflow, {"model": PRESETS_SOURCE, **inputs}, {"HF_TOKEN": bot_hub.token_for("bob")}, env, temp, ROOT)
+    return temp
 
+
+def test_quantize_workflow_hardware_presets(bot_hub, bot_alice, tiny_model, tmp_path):
+    """-f hardware=... becomes --for options, and the plan names the backends to set up."""
+    temp = run_plan_step(bot_hub, bot_alice, tiny_model, tmp_path,
+                         {"hardware": "phone, apple-silicon", "namespace": "hubquant-org"})
     args = (temp / "hubquant-args").read_text().splitlines()
     assert args == ["--for", "phone", "--for", "apple-silicon", "--namespace", "hubquant-org"]
     assert (temp / "backends").read_text().split() == ["gguf", "mlx", "onnx"]
@@ -221,13 +228,5 @@ def test_quantize_workflow_hardware_presets(bot_hub, bot_alice, tiny_model, tmp_
 
 
 def test_quantize_workflow_rejects_unknown_preset(bot_hub, bot_alice, tiny_model, tmp_path):
-    workflow = plan_step_only(yaml.safe_load((WORKFLOWS / "quantize.yml").read_text()))
-    source = "microsoft/Phi-workflow-presets"
-    publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id=source, cache=tiny_model)
-    env = dict(os.environ, HF_ENDPOINT=bot_hub.url, HF_HUB_DISABLE_XET="1")
-    env["PATH"] = os.pathsep.join([str(Path(os.sys.executable).parent), env["PATH"]])
-    temp = tmp_path / "runner-temp"
-    temp.mkdir()
     with pytest.raises(AssertionError, match="toaster"):
-        run_steps(workflow, {"model": source, "hardware": "toaster"}, {"HF_TOKEN": bot_hub.token_for("bob")},
-                  env, temp, ROOT)
+        run_plan_step(bot_hub, bot_alice, tiny_model, tmp_path, {"hardware": "toaster"})
