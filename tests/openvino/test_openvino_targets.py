@@ -206,9 +206,16 @@ def test_fallbacks_list_adjusted_and_backup_layers():
     ]
 
 
-def test_fallbacks_with_ratio_below_one_skip_backup_layers():
-    weights = [_weight("model.layers.1.mlp.down_proj", "int8_asym", 720, -1)]
-    assert group_size_fallbacks(_described({}, weights), resolve_compression("int4:ratio=0.8", [])) == []
+def test_fallbacks_with_ratio_below_one_keep_forced_layers():
+    # 720 has no power-of-two divisor of 32 or more, so it could not be 4-bit at any
+    # group size NNCF adjusts to. 1088 could (64), so its backup precision is the ratio's choice.
+    weights = [
+        _weight("model.layers.0.mlp.down_proj", "int8_asym", 1088, -1),
+        _weight("model.layers.1.mlp.down_proj", "int8_asym", 720, -1),
+    ]
+    assert group_size_fallbacks(_described({}, weights), resolve_compression("int4:ratio=0.8", [])) == [
+        {"module": "model.layers.1.mlp.down_proj", "width": 720, "group_size": -1, "stored_as": "int8_asym"},
+    ]
 
 
 def test_oversized_file_fails(tmp_path):

@@ -294,14 +294,22 @@ def check_runtime_behaviour(report: ValidationReport, context, evaluation: dict)
 # --- facts for the card ----------------------------------------------------------
 
 
+# NNCF 3.4's "adjust" fallback uses no group smaller than this.
+MIN_ADJUSTED_GROUP_SIZE = 32
+
+
+def _largest_power_of_two_divisor(width: int) -> int:
+    return width & -width
+
+
 def group_size_fallbacks(described: dict, compression) -> list[dict]:
     """List the weights that could not use the requested int4 group size.
 
     optimum-cli runs with ``--group-size-fallback adjust``: NNCF 3.4 then
     uses the largest power of two dividing the width, if it is at least 32,
     and otherwise stores the weight at the backup precision. With a ratio
-    below 1, NNCF also puts some layers at the backup precision by choice,
-    so only the adjusted 4-bit layers can be identified.
+    below 1, NNCF also puts some layers at the backup precision by choice, so
+    a backup layer is listed only when no group size of 32 or more fits it.
     """
     if compression.precision != "int4":
         return []
@@ -316,7 +324,9 @@ def group_size_fallbacks(described: dict, compression) -> list[dict]:
             if weight["group_size"] != group_size:
                 fallbacks.append({"module": weight["module"], "width": width, "group_size": weight["group_size"], "stored_as": weight["mode"]})
             continue
-        if not backup_is_fallback or width % group_size == 0:
+        if width % group_size == 0:
+            continue
+        if not backup_is_fallback and _largest_power_of_two_divisor(width) >= MIN_ADJUSTED_GROUP_SIZE:
             continue
         if not compression.options["all-layers"] and weight["module"].endswith(_EDGE_MODULES):
             continue
