@@ -61,6 +61,9 @@ class JobRequest:
     public: bool | None = None
     repo_name: str | None = None
     update_existing: bool = False
+    # Publish into an existing empty repo, such as one an earlier attempt of
+    # this job created before it stopped; the bot sets it on retries.
+    reuse_empty_repo: bool = False
     force: bool = False
     allow_pickle: bool = False
     base_model: str | None = None
@@ -277,6 +280,7 @@ def _plan_releases(api: HfApi, request: JobRequest, model_name: str, source_id: 
                 gated=gated,
                 update_existing=request.update_existing,
                 name_given=request.repo_name is not None,
+                reuse_empty=request.reuse_empty_repo,
             )
             if repo.exists and not repo.private and private:
                 raise PublishError(

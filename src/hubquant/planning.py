@@ -59,6 +59,7 @@ def make_plan(request: JobRequest) -> dict:
                     api, namespace=namespace, base_name=repo_name, source_id=source_id,
                     source_owner=owner, private=private, gated=gated,
                     update_existing=request.update_existing, name_given=request.repo_name is not None,
+                    reuse_empty=request.reuse_empty_repo,
                 )
                 repo, exists = planned.repo_id, planned.exists
             else:

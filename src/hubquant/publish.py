@@ -89,6 +89,7 @@ def plan_repo(
     gated: bool,
     update_existing: bool,
     name_given: bool,
+    reuse_empty: bool = False,
 ) -> RepoPlan:
     """Pick the release repo and check that hubquant may write to it.
 
@@ -100,9 +101,9 @@ def plan_repo(
     plan = _inspect_repo(api, repo_id, private, gated)
     if not plan.exists or update_existing:
         return plan
-    if plan.empty:
+    if plan.empty and reuse_empty:
         # A run that stopped after creating the repo and before its commit
-        # (a killed worker) leaves it empty; nothing in it can be lost.
+        # (a killed bot worker) leaves it empty, and nothing in it can be lost.
         plan.note = f"{repo_id} exists and is empty, so the release goes there"
         return plan
     manifest_source = (plan.manifest or {}).get("source", {}).get("id")

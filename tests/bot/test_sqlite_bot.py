@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from huggingface_hub import HfApi
 
 from hubquant.bot.config import load_config
 from hubquant.bot.jobs import FAILED, QUEUED, JobSpec
@@ -150,3 +151,23 @@ def test_one_concurrent_job_at_a_time(bot_hub, bot_alice, tmp_path, monkeypatch)
     spans = sorted((job.started_at, job.finished_at) for job in (queue.get(record.id) for record in records))
     for (_, previous_end), (next_start, _) in zip(spans, spans[1:]):
         assert next_start >= previous_end
+
+
+def test_retry_publishes_into_repo_left_empty(bot_hub, bot_alice, tiny_model, tmp_path, monkeypatch):
+    """A worker killed after creating the release repo, before its commit, leaves it empty; the retry uses it."""
+    source = "microsoft/Phi-3-leftover"
+    sha = publish_tiny_model(bot_alice, "phi-3-mini-4k-instruct", repo_id=source, cache=tiny_model)
+    bob = HfApi(endpoint=bot_hub.url, token=bot_hub.token_for("bob"))
+    bob.create_repo("hubquant-org/Phi-3-leftover-GGUF")  # what the killed attempt left
+    monkeypatch.setenv("HF_TOKEN", bot_hub.token_for("bob"))
+    config = load_config(write_config(tmp_path / "bot.yaml", hub_url=bot_hub.url, queue_url="sqlite:///jobs.db",
+                                      queue={"lease_seconds": 0.2}, worker={"work_dir": "work"}))
+    queue = open_queue(config.queue_url, config.queue)
+    record, _ = queue.submit(JobSpec(source, sha, ("gguf:Q8_0",), "hubquant-org"))
+    queue.claim("killed-worker")
+    time.sleep(0.3)
+    claimed = queue.claim("worker-a")
+    assert claimed.attempts == 2
+    outcome = BotWorker(config, queue, worker_id="worker-a").run_record(claimed)
+    assert outcome.status == "done", outcome.error
+    assert "Phi-3-leftover-Q8_0.gguf" in bob.list_repo_files("hubquant-org/Phi-3-leftover-GGUF")

@@ -184,17 +184,20 @@ def test_invalid_remote_weights_rejected_before_download(hub, alice, tiny_model,
 def test_empty_repo_left_by_stopped_run_is_used(alice):
     from hubquant.publish import plan_repo
 
+    options = {"namespace": "alice", "base_name": "leftover-phi-GGUF", "source_id": "alice/leftover-phi",
+               "source_owner": "alice", "private": True, "gated": False, "update_existing": False, "name_given": False}
     alice.create_repo("alice/leftover-phi-GGUF", private=True)
-    plan = plan_repo(alice, namespace="alice", base_name="leftover-phi-GGUF", source_id="alice/leftover-phi",
-                     source_owner="alice", private=True, gated=False, update_existing=False, name_given=False)
+    plan = plan_repo(alice, reuse_empty=True, **options)
     assert plan.exists
     assert plan.empty
     assert "exists and is empty" in plan.note
+    # Without the retry flag an empty repo is someone else's, as any other.
+    with pytest.raises(PublishError, match="is a repo hubquant did not create"):
+        plan_repo(alice, **options)
 
     alice.upload_file(path_or_fileobj=b"mine", path_in_repo="NOTES.md", repo_id="alice/leftover-phi-GGUF")
     with pytest.raises(PublishError, match="is a repo hubquant did not create"):
-        plan_repo(alice, namespace="alice", base_name="leftover-phi-GGUF", source_id="alice/leftover-phi",
-                  source_owner="alice", private=True, gated=False, update_existing=False, name_given=False)
+        plan_repo(alice, reuse_empty=True, **options)
 
 
 def test_private_source_never_fills_public_repo(hub, alice, tiny_model, monkeypatch):
@@ -204,7 +207,7 @@ def test_private_source_never_fills_public_repo(hub, alice, tiny_model, monkeypa
     alice.create_repo("alice/hidden-phi-GGUF", private=False)  # empty and public
     monkeypatch.setattr(pipeline, "download", no_download)
     request = JobRequest(source="alice/hidden-phi", targets=["gguf:Q8_0"], endpoint=hub.url,
-                         token=hub.token_for("alice"), push=True)
+                         token=hub.token_for("alice"), push=True, update_existing=True)
     with pytest.raises(PublishError, match="alice/hidden-phi-GGUF is public but the source is private or gated"):
         run_job(request)
     assert alice.list_repo_files("alice/hidden-phi-GGUF") == [".gitattributes"]

@@ -158,6 +158,8 @@ class JobRunner:
             work_dir=job_dir,
             threads=self.settings.threads,
             command=self._command(record),
+            # An earlier attempt that stopped after creating the repo left it empty.
+            reuse_empty_repo=record.attempts > 1,
         )
         plan = make_plan(request)
         disk, memory = int(plan["estimated_disk_bytes"]), int(plan["estimated_memory_bytes"])
