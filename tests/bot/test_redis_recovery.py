@@ -74,9 +74,9 @@ def test_silent_worker_loses_its_job(queue):
     record, _ = queue.submit(SPEC)
     queue.start(record.id, "worker-a")
     time.sleep(1.2)
-    taken = queue.start(record.id, "worker-b")
-    assert taken.runs == ["worker-a", "worker-b"]
-    assert taken.attempts == 2
+    started = queue.start(record.id, "worker-b")
+    assert started.runs == ["worker-a", "worker-b"]
+    assert started.attempts == 2
 
 
 def test_held_job_message_goes_back_with_delay(bot_hub, redis_url, redis_namespace, tmp_path):

@@ -23,7 +23,7 @@ in between leaves the entry, and a worker sends it after a grace period
 though later deliveries of the same commit count as duplicates.
 
 A second message for one job (a slow receiver and a worker both sending it)
-is harmless: `start` refuses a job that another worker is running with a fresh
+is harmless: `start` rejects a job that another worker is running with a fresh
 heartbeat (`JobHeld`), and the worker sends that message back with a delay.
 Workers renew `heartbeat_at` of their running jobs (`heartbeat`), so a job
 that runs for hours keeps its worker while that worker lives.

@@ -305,8 +305,12 @@ class _HeaderReader:
                 size = count * struct.calcsize(_SCALARS[element])
                 self.offset += size
                 return count
-            values = [self.value(element, keep) for _ in range(count)]
-            return values if keep else count
+            if not keep:
+                # Step over each element (strings have their own lengths) without keeping them.
+                for _ in range(count):
+                    self.value(element, keep=False)
+                return count
+            return [self.value(element) for _ in range(count)]
         raise StepError(f"unknown GGUF value type {kind} at byte {self.offset}")
 
     def read(self) -> tuple[dict, dict, list[dict]]:
