@@ -238,6 +238,11 @@ def _check_backends(source: LocalSource, targets: list[Target]) -> None:
 
 
 def _check_architecture(architecture: str, targets: list[Target]) -> None:
+    # A backend's own reason comes first: it says more than "not supported".
+    for target in targets:
+        reason = get_backend(target.backend).rejection_reason(architecture, target)
+        if reason is not None:
+            raise SourceError(reason)
     for backend_name in sorted({target.backend for target in targets}):
         backend = get_backend(backend_name)
         supported = backend.supported_architectures()
@@ -246,10 +251,6 @@ def _check_architecture(architecture: str, targets: list[Target]) -> None:
                 f"the {backend_name} backend does not support architecture "
                 f"{architecture}; supported: {', '.join(sorted(supported))}"
             )
-    for target in targets:
-        reason = get_backend(target.backend).rejection_reason(architecture, target)
-        if reason is not None:
-            raise SourceError(reason)
 
 
 def _plan_releases(api: HfApi, request: JobRequest, model_name: str, source_id: str | None, owner: str | None, targets: list[Target], private: bool, gated: bool) -> list[PlannedRelease]:

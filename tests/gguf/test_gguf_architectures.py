@@ -54,8 +54,15 @@ def test_phimoe_rejected_before_work(tiny_model, tmp_path):
     from hubquant.errors import SourceError
 
     folder = tiny_model("phi-tiny-moe-instruct")
-    with pytest.raises(SourceError, match="does not support architecture PhiMoEForCausalLM; supported: .*Phi3ForCausalLM"):
+    with pytest.raises(SourceError) as raised:
         _local_job(folder, ["gguf:Q8_0"], tmp_path)
+    message = str(raised.value)
+    # The reason names the routing difference and the ways out.
+    assert message.startswith("gguf:Q8_0: llama.cpp b11312 routes PhiMoE's experts")
+    assert "sparsemixer" in message
+    assert "choose openvino: or mlx: targets for PhiMoEForCausalLM" in message
+    assert "Phi3ForCausalLM" in message
+    assert not list(tmp_path.rglob("*.gguf"))
 
 
 def test_fallback_types_reported(tiny_model, tmp_path, caplog):

@@ -160,15 +160,28 @@ def parse_variant(precision: str) -> GgufVariant:
     return GgufVariant(type_name, imatrix, overrides.get("output"), overrides.get("embeddings"))
 
 # Architectures whose llama.cpp conversion the test suite validates against
-# transformers. PhiMoEForCausalLM is left out: llama.cpp b11312 converts it, but
-# its logits differ from transformers' (max difference 14.7, top-1 agreement 13%
-# on the tiny Phi-tiny-MoE model), which points at the expert routing.
+# transformers.
 # NOTE: Llama, Mistral and Qwen2 are listed because llama.cpp supports them;
 # only the Phi family is exercised by the tests.
 ARCHITECTURES = frozenset(
     {"Phi3ForCausalLM", "PhiForCausalLM", "LlamaForCausalLM", "MistralForCausalLM",
      "Qwen2ForCausalLM"}
 )  # fmt: skip
+
+# Architectures llama.cpp converts and runs, but whose GGUF computes another
+# function than the source. PhiMoE: llama.cpp b11312 builds its experts with
+# Phi-3's graph and a softmax over the router logits, renormalised over the top
+# two (src/models/phi3.cpp, build_moe_ffn with norm_w), while transformers
+# weighs them with sparsemixer (modeling_phimoe.py), whose weights do not sum to
+# one. On the tiny Phi-tiny-MoE model the F32 conversion measured a max logit
+# difference of 14.7 and 13% top-1 agreement with transformers.
+COMPUTES_OTHERWISE = {
+    "PhiMoEForCausalLM": (
+        "llama.cpp b11312 routes PhiMoE's experts with a renormalised softmax over the top two, "
+        "while the source uses sparsemixer, so a GGUF would not compute what the source computes "
+        "(measured on a tiny PhiMoE: max logit difference 14.7, top-1 agreement 13%)"
+    ),
+}
 
 SOURCE_DTYPE_TO_GGUF = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
@@ -192,7 +205,13 @@ class GgufBackend:
         return ARCHITECTURES
 
     def rejection_reason(self, architecture: str, target: Target) -> str | None:
-        return None
+        reason = COMPUTES_OTHERWISE.get(architecture)
+        if reason is None:
+            return None
+        return (
+            f"{target}: {reason}; choose openvino: or mlx: targets for {architecture}, "
+            f"or a source with one of {', '.join(sorted(ARCHITECTURES))}"
+        )
 
     def repo_name(self, model_name: str) -> str:
         return f"{model_name}-GGUF"
