@@ -321,7 +321,7 @@ class GgufBackend:
                 "outtype": outtype,
                 "model_name": gguf_model_name(source.path, source.model_name, source.architecture),
             },
-            on_event=_progress_forwarder(context),
+            on_event=_progress_forwarder(context, f"convert to {outtype}"),
         ).data
         overrides = self._eog_overrides(converted["metadata"], context)
         patched = work / f"{source.model_name}-{outtype}.gguf"
@@ -583,7 +583,9 @@ class GgufBackend:
         if variant.imatrix:
             assert imatrix is not None, "importance-matrix variants are built only after the matrix"
             request["imatrix"] = str(imatrix["path"])
-        return toolchains.run_step(toolchain, "gguf", request).data
+        return toolchains.run_step(
+            toolchain, "gguf", request, on_event=_progress_forwarder(context, f"quantize {variant.file_label}")
+        ).data
 
     def _data_free_comparison(self, context, toolchain, intermediate: dict, variant: GgufVariant, work: Path) -> dict:
         """Quantize the same type without the matrix and measure it the same way, for the card."""
@@ -660,10 +662,12 @@ def gguf_model_name(folder: Path, model_name: str, architecture: str) -> str:
     return model_name
 
 
-def _progress_forwarder(context: BuildContext):
+def _progress_forwarder(context: BuildContext, label: str | None = None):
+    """Pass a worker's progress events to the job's reporter, under ``label`` if given."""
+
     def forward(event: dict) -> None:
         if event.get("event") == "progress":
-            context.reporter.progress(event.get("step", ""), event.get("done", 0), event.get("total"))
+            context.reporter.progress(label or event.get("step", ""), event.get("done", 0), event.get("total"))
 
     return forward
 

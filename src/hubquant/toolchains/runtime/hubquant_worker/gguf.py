@@ -82,13 +82,46 @@ def convert(request: dict) -> dict:
     info(f"converting {source.name} to {request['outtype']} with convert_hf_to_gguf.py")
     env = dict(os.environ, NO_LOCAL_GGUF="")
     env.pop("NO_LOCAL_GGUF")
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    sys.stderr.write(result.stderr[-20000:])
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        message = "\n".join(lines[-8:])
+    lines: list[str] = []
+    with subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    ) as process:
+        for line in _lines(process.stderr):
+            written = _WRITING.search(line)
+            if written:
+                # The tensor data is written last, with a byte count on tqdm's
+                # bar; that is the long part of a conversion.
+                progress("convert", _tqdm_bytes(*written.group(1, 2)), _tqdm_bytes(*written.group(3, 4)))
+                continue
+            lines.append(line)
+            sys.stderr.write(line + "\n")
+        returncode = process.wait()
+    if returncode != 0:
+        message = "\n".join([line for line in lines if line.strip()][-8:])
         raise StepError(f"convert_hf_to_gguf.py failed:\n{message}")
     return {"file": str(out_file), **describe(out_file)}
+
+
+# tqdm's bar as the converter's writer prints it: "Writing:  91%|...| 32.8M/36.2M [...]".
+_WRITING = re.compile(r"^Writing:.*\|\s*([\d.]+)([kMGTP]?)/([\d.]+)([kMGTP]?)\s")
+_UNITS = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+
+
+def _tqdm_bytes(number: str, unit: str) -> float:
+    return float(number) * _UNITS[unit]
+
+
+def _lines(stream):
+    """Yield text lines ended by a newline or a carriage return (tqdm redraws)."""
+    pending = b""
+    for chunk in iter(lambda: stream.read1(65536), b""):
+        pending += chunk
+        *complete, pending = re.split(rb"\r|\n", pending)
+        for line in complete:
+            if line:
+                yield line.decode("utf-8", errors="replace")
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
 
 
 # --- quantize --------------------------------------------------------------
@@ -100,6 +133,8 @@ class QuantizeLog:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self._partial = ""
+        self._counted = ""
+        self.total = 0
         self._lock = threading.Lock()
 
     def add(self, text: str) -> None:
@@ -109,7 +144,16 @@ class QuantizeLog:
                 line, self._partial = self._partial.split("\n", 1)
                 self.lines.append(line)
                 sys.stderr.write(line + "\n")
+            # llama.cpp starts each tensor's line with "[  12/ 291] name ..." and
+            # ends it in a later call, so the count is read from the open line.
+            counted = _TENSOR_COUNT.match(self._partial)
+            if counted and counted.group(0) != self._counted:
+                self._counted = counted.group(0)
+                self.total = int(counted.group(2))
+                progress("quantize", int(counted.group(1)) - 1, int(counted.group(2)))
 
+
+_TENSOR_COUNT = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
 
 # llama.cpp b11312 logs, per tensor that needs it:
 #   "blk.0.ffn_down.weight - ncols 640 not divisible by 256 (required for type q4_K)
@@ -163,6 +207,8 @@ def quantize(request: dict) -> dict:
     code = llama_cpp.llama_model_quantize(
         request["input"].encode(), request["output"].encode(), ctypes.byref(params)
     )
+    if code == 0 and log.total:
+        progress("quantize", log.total, log.total)
     if code != 0:
         reason = [line for line in log.lines if "error" in line.lower()][-3:]
         raise StepError(
