@@ -28,7 +28,7 @@ from hubquant.errors import HubquantError, PublishError, SourceError, UsageError
 from hubquant.progress import DOWNLOADING, PUBLISHING, Reporter
 from hubquant.publish import MANIFEST, HubPublisher, LocalPublisher, RepoPlan, plan_repo, visibility_for
 from hubquant.reference import ReferenceOutputs, compute_reference
-from hubquant.resources import available_memory, check_disk
+from hubquant.resources import available_memory, check_disk, check_memory
 from hubquant.source import (
     LICENSE_FILES,
     LocalSource,
@@ -79,6 +79,8 @@ class JobRequest:
     calibration_file: Path | None = None
     calibration_dataset: str | None = None
     calibration_options: CalibrationOptions = field(default_factory=CalibrationOptions)
+    # Refuse targets whose build cannot fit in the free memory (before download).
+    check_memory: bool = True
 
 
 @dataclass
@@ -143,7 +145,9 @@ def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
             reporter.step(str(ref), DOWNLOADING)
             hub = resolve_hub_source(api, ref)
             reporter.message(f"source {hub.repo_id} pinned to commit {hub.sha}")
-            _precheck_hub_config(api, hub, targets, work_root)
+            parameters = _precheck_hub_config(api, hub, targets, work_root)
+            if request.check_memory:
+                check_memory(parameters, targets, available_memory())
             private, gated, note = visibility_for(hub.private, hub.gated, request.public)
             reporter.message(f"visibility: {note}")
             owner, model_name = hub.repo_id.split("/")
@@ -172,6 +176,8 @@ def _local_source(ref: SourceRef, request: JobRequest, reporter: Reporter, work_
     source = inspect_folder(ref.path, allow_pickle=request.allow_pickle, declared_base_model=request.base_model)
     _check_backends(source, targets)
     check_disk(work_root, source_bytes=0, parameters=source.parameters, targets=targets)
+    if request.check_memory:
+        check_memory(source.parameters, targets, available_memory())
     return source
 
 
@@ -188,8 +194,9 @@ def _download_hub_source(api: HfApi, hub, request: JobRequest, work_root: Path, 
     return source
 
 
-def _precheck_hub_config(api: HfApi, hub, targets: list[Target], work_root: Path) -> None:
-    """Read config.json (and the shard index) before downloading any weights."""
+def _precheck_hub_config(api: HfApi, hub, targets: list[Target], work_root: Path) -> int | None:
+    """Read config.json (and the shard index) before downloading any weights;
+    return the parameter count the safetensors headers give, if any."""
     from hubquant.source import check_remote_code, read_config
 
     if "config.json" not in hub.files:
@@ -210,17 +217,18 @@ def _precheck_hub_config(api: HfApi, hub, targets: list[Target], work_root: Path
                 f"model.safetensors.index.json of {hub.repo_id} names shard {missing[0]}, "
                 "which the repo does not contain; the source upload is incomplete"
             )
-    _check_remote_headers(api, hub)
+    return _check_remote_headers(api, hub)
 
 
-def _check_remote_headers(api: HfApi, hub) -> None:
-    """Read the safetensors headers on the Hub (range requests, no tensor data)
-    and check that every tensor of the shard index is in its shard."""
+def _check_remote_headers(api: HfApi, hub) -> int | None:
+    """Read the safetensors headers on the Hub (range requests, no tensor data),
+    check that every tensor of the shard index is in its shard, and return the
+    parameter count (None without safetensors weights)."""
     from huggingface_hub.errors import SafetensorsParsingError
 
     names = set(hub.files)
     if "model.safetensors" not in names and "model.safetensors.index.json" not in names:
-        return
+        return None
     try:
         metadata = api.get_safetensors_metadata(hub.repo_id, revision=hub.sha)
     except SafetensorsParsingError as error:
@@ -231,6 +239,7 @@ def _check_remote_headers(api: HfApi, hub) -> None:
                 f"model.safetensors.index.json of {hub.repo_id} maps tensor {tensor} to {shard}, but "
                 "that shard's header does not contain it; the index and the shards disagree"
             )
+    return sum(metadata.parameter_count.values())
 
 
 def _check_backends(source: LocalSource, targets: list[Target]) -> None:
@@ -345,6 +354,8 @@ def _run_release(
             publisher.add_file(path, path_in_repo=artifact.path_in_repo(path))
 
     reference = load_reference()
+    if reference is not None and not reference.model_ran and not getattr(backend, "checks_without_source_run", False):
+        reference = None
     context = BuildContext(
         source=source,
         reference=reference,
@@ -396,13 +407,15 @@ def _reference(source: LocalSource, work_root: Path, reporter: Reporter):
     # transformers keeps the model in float32, plus a few activations.
     needed = source.parameters * 4 * 1.5 + 1.5e9
     available = available_memory()
+    has_chat_template = chat_template_of(source.path) is not None
     if available is not None and needed > available:
         reporter.message(
             f"skipping the transformers reference run: it needs about {needed / 1e9:.1f} GB "
-            f"of memory and {available / 1e9:.1f} GB are free; runtime checks still run"
+            f"of memory and {available / 1e9:.1f} GB are free; the prompts are only tokenized, "
+            "and files are checked in their own runtime as far as memory allows"
         )
-        return None
-    return compute_reference(source.path, work_root / "reference", has_chat_template=chat_template_of(source.path) is not None)
+        return compute_reference(source.path, work_root / "reference", has_chat_template=has_chat_template, tokens_only=True)
+    return compute_reference(source.path, work_root / "reference", has_chat_template=has_chat_template)
 
 
 def _uses(artifact, path: Path) -> bool:

@@ -33,7 +33,7 @@ class ReferencePrompt:
     id: str
     text: str
     input_ids: list[int]
-    logits_path: str
+    logits_path: str | None  # None where the model did not run
     continuation: list[int]
     continuation_margins: list[float] = field(default_factory=list)
 
@@ -48,6 +48,9 @@ class ReferenceOutputs:
     vocab_size: int
     parameters: int
     max_new_tokens: int = MAX_NEW_TOKENS
+    # False where only the tokenizer ran (not enough memory for the model): the
+    # prompts have ids but no logits or continuations.
+    model_ran: bool = True
 
 
 def prompt_requests(has_chat_template: bool) -> list[dict]:
@@ -64,8 +67,9 @@ def prompt_requests(has_chat_template: bool) -> list[dict]:
 
 
 def compute_reference(
-    model_dir: Path, out_dir: Path, *, has_chat_template: bool, timeout: float | None = None
+    model_dir: Path, out_dir: Path, *, has_chat_template: bool, timeout: float | None = None, tokens_only: bool = False
 ) -> ReferenceOutputs:
+    """Run the source in transformers, or with ``tokens_only`` only its tokenizer."""
     toolchain = toolchains.ensure("reference")
     result = toolchains.run_step(
         toolchain,
@@ -75,6 +79,7 @@ def compute_reference(
             "out_dir": str(out_dir),
             "max_new_tokens": MAX_NEW_TOKENS,
             "prompts": prompt_requests(has_chat_template),
+            "tokens_only": tokens_only,
         },
         timeout=timeout,
     ).data
@@ -84,4 +89,5 @@ def compute_reference(
         chat_template=result["chat_template"],
         vocab_size=result["vocab_size"],
         parameters=result["parameters"],
+        model_ran=result.get("model_ran", True),
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 
 from hubquant.backends import backend_names
 from hubquant.hardware import targets_for
@@ -55,13 +57,63 @@ def test_unknown_hardware_rejected(hub, phi3_source, tmp_path):
 
 
 def test_low_memory_skips_reference_but_checks_file(tiny_model, tmp_path, monkeypatch):
+    """Without the memory to run the source in transformers, the conversion still
+    runs memory-mapped in llama.cpp, and quantized files are measured against it."""
     monkeypatch.setattr("hubquant.pipeline.available_memory", lambda: 1)
     folder = tiny_model("phi-3-mini-128k-instruct")
-    result = run_job(JobRequest(source=str(folder), targets=["gguf:Q8_0"], output_dir=tmp_path))
+    result = run_job(JobRequest(source=str(folder), targets=["gguf:Q8_0", "gguf:Q2_K"], output_dir=tmp_path))
     release = result.releases[0]
     assert release.failed == {}
     checks = {check["name"]: check["status"] for check in release.validation["checks"]}
     assert checks["logits against transformers"] == "skipped"
     assert checks["rope long factors"] == "passed"
+    # The tokenizer ran, so llama.cpp's tokens and EOS handling are still compared with it.
+    assert checks["tokenizer agrees with transformers"] == "passed"
+    assert checks["every EOS id ends generation"] == "passed"
     assert "lack of memory" in release.card
     assert "generation stops at EOS" in release.card
+
+    manifest = json.loads((Path(release.url) / "hubquant.json").read_text())
+    by_target = {entry["target"]: entry["validation"] for entry in manifest["artifacts"]}
+    for target in ("gguf:Q8_0", "gguf:Q2_K"):
+        quantized = {check["name"]: check["status"] for check in by_target[target]["checks"]}
+        assert quantized["KL divergence to the unquantized conversion"] == "passed", by_target[target]
+        assert quantized["generation stops at EOS"] == "passed"
+    # Q2_K is measured, and measured as further from the conversion than Q8_0.
+    assert by_target["gguf:Q2_K"]["kl_mean"] > by_target["gguf:Q8_0"]["kl_mean"] > 0
+
+
+def test_low_memory_refuses_whole_model_backends_before_download(hub, alice, tiny_model, tmp_path, monkeypatch):
+    """ONNX, OpenVINO and MLX load the whole model to build it: a machine without
+    that memory is told so before any weight is downloaded."""
+    from hubquant.errors import ResourceError
+    from hubquant.tinymodels import publish_tiny_model
+
+    repo_id = "alice/Phi-3-mini-4k-memory"
+    publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=repo_id, cache=tiny_model)
+    parameters = 0
+    monkeypatch.setattr("hubquant.pipeline.available_memory", lambda: 1_000_000_000)
+    monkeypatch.setattr("hubquant.pipeline.download", lambda *args, **kwargs: pytest.fail("downloaded"))
+    for target, needed in (("onnx:int4", 4), ("openvino:int4", 4), ("mlx:4bit", 2)):
+        request = JobRequest(source=repo_id, targets=["gguf:Q8_0", target], endpoint=hub.url, token=alice.token, output_dir=tmp_path)
+        with pytest.raises(ResourceError) as raised:
+            run_job(request)
+        message = str(raised.value)
+        assert message.startswith(f"not enough memory for {parse_targets([target])[0]}: ")
+        assert "1.0 GB are free" in message
+        assert "choose gguf: targets" in message
+        parameters = parameters or alice.get_safetensors_metadata(repo_id).parameter_count["BF16"]
+        assert f"at least {(parameters * needed + 1e9) / 1e9:.1f} GB" in message
+
+
+def test_memory_check_can_be_turned_off(tiny_model, tmp_path, monkeypatch):
+    from hubquant.resources import check_memory
+    from hubquant.targets import parse_targets
+
+    monkeypatch.setattr("hubquant.pipeline.available_memory", lambda: 1)
+    monkeypatch.setattr("hubquant.pipeline.check_memory", lambda *args: pytest.fail("checked"))
+    folder = tiny_model("phi-3-mini-4k-instruct")
+    result = run_job(JobRequest(source=str(folder), targets=["gguf:Q8_0"], output_dir=tmp_path, check_memory=False))
+    assert result.ok
+    # GGUF alone never needs the whole model in memory.
+    check_memory(10**12, parse_targets(["gguf:Q4_K_M", "gguf:F16"]), 1)

@@ -89,6 +89,10 @@ class Backend(Protocol):
 
     def estimate_bytes(self, parameters: int, target: Target) -> int: ...
 
+    def build_memory(self, parameters: int, target: Target) -> tuple[int, str]:
+        """The least memory building ``target`` takes, and why (for the error)."""
+        ...
+
     def build(self, context: BuildContext, release: Release) -> None: ...
 
     def card_context(self, **facts) -> dict:

@@ -25,6 +25,7 @@ from hubquant import toolchains
 from hubquant.backends.base import Artifact, BuildContext, Release
 from hubquant.errors import SourceError, ToolchainError, UsageError
 from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
+from hubquant.resources import MEMORY_BASE
 from hubquant.source import CONFIG_FILES, TOKENIZER_FILES, LocalSource, read_safetensors_header
 from hubquant.targets import Target
 
@@ -477,6 +478,9 @@ class MlxBackend:
 
     def estimate_bytes(self, parameters: int, target: Target) -> int:
         return int(parameters * parse_precision(target.precision).nominal_bits_per_weight / 8)
+
+    def build_memory(self, parameters: int, target: Target) -> tuple[int, str]:
+        return parameters * 2 + MEMORY_BASE, "mlx-lm holds the whole model in 16-bit to convert it"
 
     def build(self, context: BuildContext, release: Release) -> None:
         from hubquant.backends import mlx_checks

@@ -22,6 +22,7 @@ from hubquant import toolchains
 from hubquant.backends.base import Artifact, BuildContext, Release
 from hubquant.errors import SourceError, ToolchainError, UsageError
 from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
+from hubquant.resources import MEMORY_BASE
 from hubquant.targets import Target
 from hubquant.validation import ValidationReport
 
@@ -321,6 +322,9 @@ class OnnxBackend:
 
     def estimate_bytes(self, parameters: int, target: Target) -> int:
         return int(parameters * ESTIMATED_BITS[parse_variant(target.precision).precision] / 8)
+
+    def build_memory(self, parameters: int, target: Target) -> tuple[int, str]:
+        return parameters * 4 + MEMORY_BASE, "the model builder loads the whole model in transformers in float32"
 
     # --- build ---------------------------------------------------------------
 

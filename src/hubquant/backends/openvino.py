@@ -26,6 +26,7 @@ from hubquant import toolchains
 from hubquant.backends.base import Artifact, BuildContext, Release
 from hubquant.errors import SourceError, ToolchainError, UsageError
 from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
+from hubquant.resources import MEMORY_BASE
 from hubquant.targets import Target
 from hubquant.validation import ValidationReport
 
@@ -411,6 +412,9 @@ class OpenvinoBackend:
     def release_name(self, model_name: str, target: Target) -> str:
         base = target.precision.split(":", 1)[0]
         return f"{model_name}-{base}-ov"
+
+    def build_memory(self, parameters: int, target: Target) -> tuple[int, str]:
+        return parameters * 4 + MEMORY_BASE, "optimum-intel loads the whole model in float32 to export it"
 
     def estimate_bytes(self, parameters: int, target: Target) -> int:
         precision = PRECISIONS[target.precision.split(":", 1)[0]]

@@ -39,6 +39,8 @@ def _common_options(function):
         click.option("--max-file-size", type=float, default=50.0, show_default=True,
                      help="Largest single file in GB; bigger GGUF files are split (the Hub's limit is 50)."),
         click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder for temporary files (default: the system temp folder)."),
+        click.option("--skip-memory-check", is_flag=True,
+                     help="Build ONNX, OpenVINO and MLX targets even where the free memory looks too small for them."),
         click.option("--threads", type=int, default=0, help="CPU threads for quantizing and validation (0: all cores)."),
         click.option("--calibration", "calibration_file", type=click.Path(path_type=Path, dir_okay=False),
                      help="Calibration text for importance matrices: a .txt file, or .jsonl lines with a \"text\" "
@@ -95,6 +97,7 @@ def _request(**options):
         max_file_bytes=int(options["max_file_size"] * 1000**3),
         work_dir=options["work_dir"],
         threads=options["threads"],
+        check_memory=not options["skip_memory_check"],
         command=_command_line(),
         calibration_file=options["calibration_file"],
         calibration_dataset=options["calibration_dataset"],

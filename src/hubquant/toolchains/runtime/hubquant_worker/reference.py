@@ -1,7 +1,8 @@
 """Reference outputs of the source model in transformers (float32 on CPU).
 
 Request: ``model_dir``, ``prompts`` (each ``{"id", "kind": "text"|"chat", "text" |
-"messages"}``), ``max_new_tokens``, ``out_dir``. For every prompt the result holds
+"messages"}``), ``max_new_tokens``, ``out_dir``, ``tokens_only`` (tokenize the
+prompts without loading the weights). For every prompt the result holds
 the exact input ids, the path of a ``.npy`` file with the logits of every position,
 and the greedy continuation. The tokenizer facts the backends must preserve (EOS
 ids, chat template) come back too.
@@ -78,6 +79,8 @@ def handle(request: dict) -> dict:
 
     config = AutoConfig.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if request.get("tokens_only"):
+        return _tokens_only(request, model_dir, config, tokenizer)
     info(f"loading {model_dir.name} in transformers (float32)")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
@@ -118,6 +121,27 @@ def handle(request: dict) -> dict:
         "chat_template": tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
         "vocab_size": int(config.vocab_size),
         "parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+
+
+def _tokens_only(request: dict, model_dir: Path, config, tokenizer) -> dict:
+    """The prompts' ids and the tokenizer facts, without loading the weights
+    (for a machine without the memory to run the model in float32)."""
+    info(f"tokenizing the prompts with {model_dir.name}'s tokenizer; the model is not loaded")
+    results = []
+    for prompt in request["prompts"]:
+        text, ids = encode_prompt(tokenizer, prompt)
+        results.append(
+            {"id": prompt["id"], "text": text, "input_ids": ids, "logits_path": None,
+             "continuation": [], "continuation_margins": []}
+        )  # fmt: skip
+    return {
+        "prompts": results,
+        "eos_ids": source_eos_ids(model_dir, config),
+        "chat_template": tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
+        "vocab_size": int(config.vocab_size),
+        "parameters": 0,
+        "model_ran": False,
     }
 
 
