@@ -50,3 +50,20 @@ def test_torch_index_setting_overrides(monkeypatch):
 def test_torch_index_empty_setting_adds_none(monkeypatch):
     monkeypatch.setenv("HUBQUANT_TORCH_INDEX_URL", "")
     assert torch_index_args() == []
+
+
+def test_llama_cpp_is_built_portably_with_its_release_commit(gguf_toolchain):
+    """The compiled library reports the commit of the release it was built from,
+    and only the CPU features of the portable x86-64 build: none of the build
+    machine's own extensions (on a CPU with AVX-512, such as the one this suite
+    was written on, a native build turns AVX512 on)."""
+    from hubquant import toolchains
+    from hubquant.toolchains.setup import LLAMA_CPP_COMMIT, LLAMA_CPP_BUILD_NUMBER
+
+    info = toolchains.run_step(gguf_toolchain, "gguf", {"op": "build_info"}).data
+    assert info["ggml_commit"].startswith(LLAMA_CPP_COMMIT[:7])
+    turned_on = {name for name, value in info["features"].items() if value == "1"}
+    portable = {"SSE3", "SSSE3", "AVX", "AVX2", "F16C", "FMA", "BMI2", "LLAMAFILE", "OPENMP", "REPACK"}
+    assert "AVX2" in turned_on
+    assert turned_on <= portable, turned_on - portable
+    assert gguf_toolchain.info["llama_cpp"]["build_number"] == LLAMA_CPP_BUILD_NUMBER

@@ -656,7 +656,23 @@ def forced_stop(request: dict) -> dict:
     return {"outcomes": outcomes}
 
 
+def build_info(request: dict) -> dict:
+    """What the compiled library says about its own build: the CPU features it
+    was compiled for and the llama.cpp commit given to the build."""
+    import llama_cpp
+
+    library = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    library.ggml_commit.restype = ctypes.c_char_p
+    features = {}
+    for part in llama_cpp.llama_print_system_info().decode().split("|"):
+        name, _, value = part.partition("=")
+        if value.strip():
+            features[name.split(":")[-1].strip()] = value.strip()
+    return {"ggml_commit": library.ggml_commit().decode(), "features": features}
+
+
 OPERATIONS = {
+    "build_info": build_info,
     "convert": convert,
     "quantize": quantize,
     "inspect": inspect,
