@@ -74,6 +74,10 @@ def make_plan(request: JobRequest) -> dict:
                 # The importance matrix: one float per input column of each weight, negligible here.
                 entry["files"].append({"target": str(target), "name": shared, "estimated_bytes": 0})
     disk = estimate_job_bytes(source_bytes, parameters, targets)
+    # The transformers reference run (skipped, not failed, where memory lacks)
+    # and each target's build, whose least memory is checked before download.
+    reference_memory = int(parameters * 4 * 1.5 + 1.5e9)
+    build_memory = {str(target): get_backend(target.backend).build_memory(parameters, target)[0] for target in targets}
     return {
         "source": str(ref),
         "sha": sha,
@@ -81,6 +85,8 @@ def make_plan(request: JobRequest) -> dict:
         "visibility": note,
         "releases": list(releases.values()),
         "estimated_disk_bytes": disk,
-        "estimated_memory_bytes": int(parameters * 4 * 1.5 + 1.5e9),
+        "estimated_memory_bytes": max([reference_memory, *build_memory.values()]),
+        "reference_memory_bytes": reference_memory,
+        "build_memory_bytes": build_memory,
         "work_dir": str(request.work_dir or tempfile.gettempdir()),
     }

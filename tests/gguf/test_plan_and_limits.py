@@ -37,6 +37,17 @@ def test_plan_estimates_sizes(hub, phi3_source, tmp_path):
     assert plan["estimated_disk_bytes"] > estimate
 
 
+def test_plan_estimates_memory_per_target(hub, phi3_source, tmp_path):
+    plan = _plan(hub, tmp_path, "--target", "gguf:Q4_K_M", "--target", "onnx:int4", "--target", "mlx:4bit")
+    parameters = plan["parameters"]
+    build = plan["build_memory_bytes"]
+    # GGUF works memory-mapped; ONNX holds the model in float32, MLX in 16-bit.
+    assert build["gguf:Q4_K_M"] == 0
+    assert build["onnx:cpu-int4-rtn-block-32-acc-level-4"] == parameters * 4 + 1_000_000_000
+    assert build["mlx:4bit"] == parameters * 2 + 1_000_000_000
+    assert plan["estimated_memory_bytes"] == max(plan["reference_memory_bytes"], *build.values())
+
+
 def test_plan_creates_nothing(hub, alice, phi3_source, tmp_path):
     _plan(hub, tmp_path, "--target", "gguf:Q2_K", "--repo-name", "planned-only")
     assert not alice.repo_exists("alice/planned-only-GGUF")
