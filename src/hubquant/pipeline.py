@@ -154,7 +154,7 @@ def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
             planned = _plan_releases(api, request, model_name, hub.repo_id, owner, targets, private, gated)
             if all(_up_to_date(release, hub.sha) for release in planned):
                 return JobResult(str(ref), hub.sha, [_up_to_date_result(request, reporter, release, hub.sha) for release in planned], note)
-            source = _download_hub_source(api, hub, request, work_root, targets)
+            source = _download_hub_source(api, hub, request, work_root, targets, reporter)
         # One reference run serves every release of the job (MLX and OpenVINO
         # make one repo per target). It starts only when a release needs building.
         load_reference = functools.cache(
@@ -181,10 +181,14 @@ def _local_source(ref: SourceRef, request: JobRequest, reporter: Reporter, work_
     return source
 
 
-def _download_hub_source(api: HfApi, hub, request: JobRequest, work_root: Path, targets: list[Target]) -> LocalSource:
+def _download_hub_source(api: HfApi, hub, request: JobRequest, work_root: Path, targets: list[Target], reporter: Reporter) -> LocalSource:
     needed = download_bytes(hub.files, allow_pickle=request.allow_pickle)
     check_disk(work_root, source_bytes=needed, parameters=None, targets=targets)
-    folder = download(api, hub, work_root / "source", allow_pickle=request.allow_pickle)
+    label = f"download {hub.repo_id}"
+    folder = download(
+        api, hub, work_root / "source", allow_pickle=request.allow_pickle,
+        on_progress=lambda done, total: reporter.progress(label, done, total),
+    )
     source = inspect_folder(folder, allow_pickle=request.allow_pickle)
     source.repo_id = hub.repo_id
     source.sha = hub.sha

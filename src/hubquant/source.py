@@ -11,6 +11,8 @@ import json
 import logging
 import re
 import struct
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -270,8 +272,12 @@ def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
-def download(api: HfApi, source: HubSource, dest: Path, *, allow_pickle: bool) -> Path:
-    """Download the needed files of ``source`` at its pinned sha into ``dest``."""
+def download(
+    api: HfApi, source: HubSource, dest: Path, *, allow_pickle: bool,
+    on_progress: Callable[[float, float | None], None] | None = None,
+) -> Path:
+    """Download the needed files of ``source`` at its pinned sha into ``dest``,
+    calling ``on_progress(bytes done, bytes known so far)`` as data arrives."""
     needed = select_files(list(source.files), allow_pickle=allow_pickle)
     try:
         snapshot_download(
@@ -281,12 +287,39 @@ def download(api: HfApi, source: HubSource, dest: Path, *, allow_pickle: bool) -
             local_dir=dest,
             endpoint=api.endpoint,
             token=api.token,
+            tqdm_class=_forwarding_bar(on_progress) if on_progress else None,
         )
     except GatedRepoError:
         raise SourceError(f"{source.repo_id} is gated and your account has no access") from None
     except HfHubHTTPError as error:
         raise _http_failure(error, f"downloading {source.repo_id}") from None
     return dest
+
+
+def _forwarding_bar(on_progress: Callable[[float, float | None], None]):
+    """A progress-bar class for snapshot_download that draws nothing and passes
+    the byte count of its transfer bar to ``on_progress``."""
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    lock = threading.Lock()
+
+    class ForwardingBar(hub_tqdm):
+        def __init__(self, *args, **kwargs):
+            # huggingface_hub 2.4 names the bar that counts downloaded bytes so.
+            self._forwards = kwargs.get("name") == "huggingface_hub.snapshot_download.transfer"
+            self._done = 0
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            if self._forwards and n:
+                with lock:
+                    self._done += n
+                    done, total = self._done, getattr(self, "total", None)
+                on_progress(done, total or None)
+            return super().update(n)
+
+    return ForwardingBar
 
 
 # --- checks before heavy work ----------------------------------------------------

@@ -1,5 +1,5 @@
-"""Progress of the long GGUF steps reaches the reporter, and the console draws it
-only on a terminal."""
+"""Progress of the long steps (download, conversion, quantization) reaches the
+reporter, and the console draws it only on a terminal."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 
 from hubquant.pipeline import JobRequest, run_job
 from hubquant.progress import ConsoleReporter, Reporter
+from hubquant.tinymodels import publish_tiny_model
 
 
 class Recorder(Reporter):
@@ -22,11 +23,20 @@ def _series(events, label):
     return [(done, total) for name, done, total in events if name == label]
 
 
-def test_convert_and_quantize_report_progress(tiny_model, tmp_path):
-    folder = tiny_model("phi-3-mini-4k-instruct")
+def test_download_convert_and_quantize_report_progress(hub, alice, tiny_model, tmp_path):
+    repo_id = "alice/Phi-3-mini-4k-progress"
+    publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=repo_id, cache=tiny_model)
     recorder = Recorder()
-    result = run_job(JobRequest(source=str(folder), targets=["gguf:Q8_0", "gguf:Q4_K_M"], output_dir=tmp_path), recorder)
+    request = JobRequest(source=repo_id, targets=["gguf:Q8_0", "gguf:Q4_K_M"], endpoint=hub.url, token=alice.token, output_dir=tmp_path)
+    result = run_job(request, recorder)
     assert result.ok
+
+    # The bytes downloaded, ending at the weights and the other files' sum.
+    download = _series(recorder.events, f"download {repo_id}")
+    assert download, recorder.events
+    weights = alice.get_paths_info(repo_id, ["model.safetensors"])[0].size
+    assert download[-1][0] == download[-1][1] > weights
+    assert [done for done, _ in download] == sorted(done for done, _ in download)
 
     # The converter's bytes written, ending at its total (the intermediate's tensor data).
     convert = _series(recorder.events, "convert to BF16")
