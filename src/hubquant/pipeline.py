@@ -141,6 +141,7 @@ def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
                 private, note = True, "a local folder has no Hub visibility, so the release is private (pass --public to change)"
             reporter.message(f"visibility: {note}")
             planned = _plan_releases(api, request, source.model_name, None, None, targets, private, gated)
+            _check_replaced_variants(planned, request)
         else:
             reporter.step(str(ref), DOWNLOADING)
             hub = resolve_hub_source(api, ref)
@@ -152,6 +153,7 @@ def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
             reporter.message(f"visibility: {note}")
             owner, model_name = hub.repo_id.split("/")
             planned = _plan_releases(api, request, model_name, hub.repo_id, owner, targets, private, gated)
+            _check_replaced_variants(planned, request)
             if all(_up_to_date(release, hub.sha) for release in planned):
                 return JobResult(str(ref), hub.sha, [_up_to_date_result(request, reporter, release, hub.sha) for release in planned], note)
             source = _download_hub_source(api, hub, request, work_root, targets, reporter)
@@ -305,6 +307,23 @@ def _plan_releases(api: HfApi, request: JobRequest, model_name: str, source_id: 
     return planned
 
 
+def _check_replaced_variants(planned: list[PlannedRelease], request: JobRequest) -> None:
+    """A repo that holds one variant (OpenVINO's, one per precision) is replaced
+    by another variant only on request, since the files keep their names."""
+    for release in planned:
+        manifest = release.repo.manifest if release.repo else None
+        if not manifest or not getattr(release.backend, "one_variant_per_repo", False):
+            continue
+        asked = {str(target) for target in release.targets}
+        held = sorted(entry["target"] for entry in manifest.get("artifacts", []) if entry["target"] not in asked)
+        if held and not request.update_existing:
+            raise PublishError(
+                f"{release.name} holds {', '.join(held)}, and this run builds {', '.join(sorted(asked))} "
+                "with the same file names; pass --update-existing to replace it, or --repo-name to "
+                "publish the new variant beside it"
+            )
+
+
 def _up_to_date(release: PlannedRelease, sha: str | None) -> bool:
     manifest = release.repo.manifest if release.repo else None
     if not manifest or sha is None:
@@ -342,6 +361,9 @@ def _run_release(
         for entry in manifest.get("artifacts", []):
             old = Target(entry["target"].split(":")[0], entry["target"].split(":", 1)[1])
             if old in targets:
+                continue
+            if getattr(backend, "one_variant_per_repo", False):
+                # Replaced by the new variant (allowed before the download).
                 continue
             if same_sha:
                 previous.append(entry)

@@ -398,6 +398,9 @@ class OpenvinoBackend:
     name = "openvino"
     toolchain = "openvino"
     library_name = "openvino"
+    # One repo per precision holds one variant: its options are not in the
+    # file names, so another variant replaces it (see the pipeline).
+    one_variant_per_repo = True
 
     def normalize_precision(self, precision: str) -> str:
         name, options = parse_precision(precision)
@@ -434,9 +437,6 @@ class OpenvinoBackend:
             for name in ("optimum-intel", "optimum", "nncf", "openvino", "openvino-genai",
                          "openvino-tokenizers", "transformers", "torch")
         }  # fmt: skip
-        # NOTE: a rerun with another variant of the same precision at the same
-        # source commit keeps the old variant's manifest entry (the pipeline
-        # carries it over), although the new files replace the old ones.
         target, *extra = release.targets
         for other in extra:
             self._fail(context, release, other, (
