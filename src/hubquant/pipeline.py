@@ -159,8 +159,9 @@ def run_job(request: JobRequest, reporter: Reporter | None = None) -> JobResult:
             source = _download_hub_source(api, hub, request, work_root, targets, reporter)
         # One reference run serves every release of the job (MLX and OpenVINO
         # make one repo per target). It starts only when a release needs building.
+        long_context = any(getattr(get_backend(target.backend), "checks_long_context", False) for target in targets)
         load_reference = functools.cache(
-            lambda: _reference(source, work_root, reporter) if request.validate else None
+            lambda: _reference(source, work_root, reporter, long_context=long_context) if request.validate else None
         )
         load_calibration = functools.cache(lambda: _calibration(api, request, source, work_root, reporter))
         results = [
@@ -376,8 +377,14 @@ def _run_release(
 
     def on_artifact(release: Release, artifact) -> None:
         reporter.step(f"{release.repo_name} {artifact.target}", PUBLISHING)
-        for path in artifact.files:
+        # Bytes handed to the publisher (uploaded, for a Hub repo), file by file.
+        sizes = [path.stat().st_size for path in artifact.files]
+        label, done = f"publish {artifact.target}", 0
+        reporter.progress(label, 0, sum(sizes))
+        for path, size in zip(artifact.files, sizes):
             publisher.add_file(path, path_in_repo=artifact.path_in_repo(path))
+            done += size
+            reporter.progress(label, done, sum(sizes))
 
     reference = load_reference()
     if reference is not None and not reference.model_ran and not getattr(backend, "checks_without_source_run", False):
@@ -429,7 +436,7 @@ def _run_release(
     )
 
 
-def _reference(source: LocalSource, work_root: Path, reporter: Reporter):
+def _reference(source: LocalSource, work_root: Path, reporter: Reporter, *, long_context: bool = False):
     # transformers keeps the model in float32, plus a few activations.
     needed = source.parameters * 4 * 1.5 + 1.5e9
     available = available_memory()
@@ -441,7 +448,10 @@ def _reference(source: LocalSource, work_root: Path, reporter: Reporter):
             "and files are checked in their own runtime as far as memory allows"
         )
         return compute_reference(source.path, work_root / "reference", has_chat_template=has_chat_template, tokens_only=True)
-    return compute_reference(source.path, work_root / "reference", has_chat_template=has_chat_template)
+    return compute_reference(
+        source.path, work_root / "reference", has_chat_template=has_chat_template,
+        config=source.config if long_context else None,
+    )
 
 
 def _uses(artifact, path: Path) -> bool:

@@ -1,5 +1,5 @@
-"""Progress of the long steps (download, conversion, quantization) reaches the
-reporter, and the console draws it only on a terminal."""
+"""Progress of the long steps (download, conversion, quantization, upload)
+reaches the reporter, and the console draws it only on a terminal."""
 
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ def test_download_convert_and_quantize_report_progress(hub, alice, tiny_model, t
     repo_id = "alice/Phi-3-mini-4k-progress"
     publish_tiny_model(alice, "phi-3-mini-4k-instruct", repo_id=repo_id, cache=tiny_model)
     recorder = Recorder()
-    request = JobRequest(source=repo_id, targets=["gguf:Q8_0", "gguf:Q4_K_M"], endpoint=hub.url, token=alice.token, output_dir=tmp_path)
+    request = JobRequest(
+        source=repo_id, targets=["gguf:Q8_0", "gguf:Q4_K_M"], endpoint=hub.url, token=alice.token, push=True,
+        repo_name="Phi-3-mini-4k-progress-release",
+    )
     result = run_job(request, recorder)
     assert result.ok
 
@@ -45,6 +48,14 @@ def test_download_convert_and_quantize_report_progress(hub, alice, tiny_model, t
     assert convert[-1][0] == convert[-1][1] > 10e6
 
     # One step per tensor for each type, from the quantizer's own count.
+    # The upload of each file, from 0 to its size.
+    release = result.releases[0]
+    sizes = {info.path: info.size for info in alice.get_paths_info(release.repo_id, release.files)}
+    for target in ("Q8_0", "Q4_K_M"):
+        upload = _series(recorder.events, f"publish gguf:{target}")
+        size = next(size for name, size in sizes.items() if name.endswith(f"-{target}.gguf"))
+        assert upload == [(0, size), (size, size)], upload
+
     for label in ("quantize Q8_0", "quantize Q4_K_M"):
         series = _series(recorder.events, label)
         dones = [done for done, _ in series]
