@@ -27,6 +27,14 @@ CHAT_PROMPTS = [
 ]
 MAX_NEW_TOKENS = 8
 
+# A LongRoPE model (Phi-3-128k, Phi-3.5, Phi-4-mini) switches from its short to
+# its long rope factors when a sequence passes original_max_position_embeddings.
+# One prompt that long checks the long factors at run time; only the logits of
+# its last positions are kept, since a full logit matrix of 4k positions is
+# gigabytes for a 200k vocabulary.
+LONG_PROMPT_BEYOND = 16
+LONG_PROMPT_KEPT = 16
+
 
 @dataclass
 class ReferencePrompt:
@@ -51,6 +59,9 @@ class ReferenceOutputs:
     # False where only the tokenizer ran (not enough memory for the model): the
     # prompts have ids but no logits or continuations.
     model_ran: bool = True
+    # Past original_max_position_embeddings, for LongRoPE sources; its logits
+    # cover only its last LONG_PROMPT_KEPT positions, and it has no continuation.
+    long_prompt: ReferencePrompt | None = None
 
 
 def prompt_requests(has_chat_template: bool) -> list[dict]:
@@ -66,10 +77,28 @@ def prompt_requests(has_chat_template: bool) -> list[dict]:
     return prompts
 
 
+def original_context(config: dict) -> int | None:
+    """original_max_position_embeddings of a LongRoPE config, else None."""
+    scaling = config.get("rope_scaling") or config.get("rope_parameters")
+    if not isinstance(scaling, dict) or not scaling.get("long_factor"):
+        return None
+    value = config.get("original_max_position_embeddings") or scaling.get("original_max_position_embeddings")
+    return int(value) if value else None
+
+
+def long_prompt_request(config: dict) -> dict | None:
+    original = original_context(config)
+    if original is None:
+        return None
+    return {"id": "long", "length": original + LONG_PROMPT_BEYOND, "keep_last": LONG_PROMPT_KEPT}
+
+
 def compute_reference(
-    model_dir: Path, out_dir: Path, *, has_chat_template: bool, timeout: float | None = None, tokens_only: bool = False
+    model_dir: Path, out_dir: Path, *, has_chat_template: bool, timeout: float | None = None, tokens_only: bool = False,
+    config: dict | None = None,
 ) -> ReferenceOutputs:
-    """Run the source in transformers, or with ``tokens_only`` only its tokenizer."""
+    """Run the source in transformers, or with ``tokens_only`` only its tokenizer.
+    With ``config`` of a LongRoPE source, add a prompt past its original context."""
     toolchain = toolchains.ensure("reference")
     result = toolchains.run_step(
         toolchain,
@@ -80,6 +109,7 @@ def compute_reference(
             "max_new_tokens": MAX_NEW_TOKENS,
             "prompts": prompt_requests(has_chat_template),
             "tokens_only": tokens_only,
+            "long_prompt": None if tokens_only or config is None else long_prompt_request(config),
         },
         timeout=timeout,
     ).data
@@ -90,4 +120,5 @@ def compute_reference(
         vocab_size=result["vocab_size"],
         parameters=result["parameters"],
         model_ran=result.get("model_ran", True),
+        long_prompt=ReferencePrompt(**result["long_prompt"]) if result.get("long_prompt") else None,
     )

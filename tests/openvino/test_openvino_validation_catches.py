@@ -147,3 +147,32 @@ def test_worker_reports_compiled_precision(exported, openvino_toolchain):
     assert evaluation["inference_precision"] == "bf16"
     report = validate_unquantized(context, PRECISIONS["fp16"], ir, described, evaluation, FP16)
     assert "inference precision" in _failures(report)
+
+
+def test_wrong_long_factors_fail_past_the_original_context(tiny_model, openvino_toolchain, tmp_path):
+    """The IR's long rope factors are checked by running it past the original
+    context: compared with a source whose long factors differ, the short prompts
+    still pass and the long one fails."""
+    folder = tiny_model("phi-3.5-mini-instruct")
+    altered = tmp_path / "altered-source"
+    shutil.copytree(folder, altered)
+    config = json.loads((altered / "config.json").read_text())
+    scaling = config["rope_scaling"]
+    scaling["long_factor"] = list(scaling["short_factor"])
+    (altered / "config.json").write_text(json.dumps(config))
+
+    backend = OpenvinoBackend()
+    ir, described, _ = backend._export(openvino_toolchain, tmp_path, "fp16", folder, FP16)
+    for source_folder, expect_pass in ((folder, True), (altered, False)):
+        source = inspect_folder(source_folder)
+        reference = compute_reference(
+            source_folder, tmp_path / f"reference-{source_folder.name}", has_chat_template=True, config=source.config
+        )
+        assert len(reference.long_prompt.input_ids) == 4096 + 16
+        context = BuildContext(source=source, reference=reference, work_dir=tmp_path, reporter=Reporter(), max_file_bytes=10**12)
+        evaluation = backend._evaluate(openvino_toolchain, ir, context, tmp_path / f"eval-{source_folder.name}", None)
+        report = validate_unquantized(context, PRECISIONS["fp16"], ir, described, evaluation, FP16)
+        statuses = {check.name: check.status == "passed" for check in report.checks}
+        assert statuses["logits match transformers"], report.summary()
+        assert statuses["past the original context"] is expect_pass, report.summary()
+    assert report.metrics["long_prompt_max_abs_diff"] > 5

@@ -37,7 +37,7 @@ def validate_unquantized(context, precision, folder: Path, described: dict, eval
     if evaluation is None:
         report.skip("logits against transformers", "the reference run was skipped")
         return report
-    check_against_source(report, evaluation, context.reference, precision.logit_limit, precision.top1_min)
+    check_against_source(report, evaluation, context.reference, precision.logit_limit, precision.top1_min, precision.long_logit_limit)
     check_runtime_behaviour(report, context, evaluation)
     return report
 
@@ -190,9 +190,22 @@ def check_rope_factors(report: ValidationReport, context, described: dict) -> No
 # --- checks on what the IR computes --------------------------------------------
 
 
-def check_against_source(report: ValidationReport, evaluation: dict, reference, logit_limit: float, top1_min: float) -> None:
+def check_against_source(report: ValidationReport, evaluation: dict, reference, logit_limit: float, top1_min: float, long_logit_limit: float | None = None) -> None:
     comparisons = [prompt["comparison"] for prompt in evaluation["prompts"]]
     check_logits_against_source(report, comparisons, logit_limit=logit_limit, top1_min=top1_min, subject="the IR")
+    long_prompt = evaluation.get("long_prompt")
+    if long_prompt is not None:
+        measured = long_prompt["comparison"]
+        limit = long_logit_limit if long_logit_limit is not None else logit_limit
+        passed = measured["finite"] and measured["max_abs_diff"] <= limit and measured["top1_agreement"] >= top1_min
+        report.metrics["long_prompt_max_abs_diff"] = measured["max_abs_diff"]
+        report.add(
+            "past the original context",
+            passed,
+            f"a {len(reference.long_prompt.input_ids)}-token prompt (long rope factors): max logit difference "
+            f"{measured['max_abs_diff']:.3g} (limit {limit}), top-1 agreement "
+            f"{100 * measured['top1_agreement']:.0f}% (minimum {100 * top1_min:.0f}%)",
+        )
     for runtime, key in (("optimum-intel", "continuation"), ("openvino-genai", "genai_continuation")):
         continuations = [result[key] for result in evaluation["prompts"]]
         matched = check_greedy_against_source(
@@ -213,6 +226,16 @@ def check_against_unquantized(report: ValidationReport, evaluation: dict, kl_lim
         against="the unquantized IR",
         record_max_abs_diff=True,
     )
+    long_prompt = evaluation.get("long_prompt")
+    if long_prompt is not None:
+        measured = long_prompt["comparison"]
+        report.metrics["long_prompt_kl_mean"] = measured["kl_mean"]
+        report.add(
+            "past the original context",
+            measured["finite"] and measured["kl_mean"] <= kl_limit,
+            f"KL divergence to the unquantized IR on a prompt past the original context (long rope factors): "
+            f"mean {measured['kl_mean']:.4g} (limit {kl_limit})",
+        )
 
 
 def check_runtime_behaviour(report: ValidationReport, context, evaluation: dict) -> None:

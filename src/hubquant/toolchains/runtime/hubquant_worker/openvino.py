@@ -433,10 +433,15 @@ def evaluate(request: dict) -> dict:
             entry["hf_tokens"] = hf_tokenizer(prompt["text"], add_special_tokens=add_special)["input_ids"]
         results.append(entry)
 
+    long_prompt = None
+    if request.get("long_prompt"):
+        long_prompt = _long_prompt(model, request["long_prompt"], out_dir)
+
     generation_config = pipeline.get_generation_config()
     hf_template = hf_tokenizer.chat_template if isinstance(hf_tokenizer.chat_template, str) else None
     return {
         "prompts": results,
+        "long_prompt": long_prompt,
         "inference_precision": precision,
         "forced_stops": _forced_stops(model, request["prompts"][0]["input_ids"], eos_ids) if eos_ids else [],
         "genai_stop_token_ids": sorted(int(token) for token in generation_config.stop_token_ids),
@@ -445,6 +450,21 @@ def evaluate(request: dict) -> dict:
         "hf_chat_template": hf_template,
         "optimum_eos_token_id": _as_list(model.generation_config.eos_token_id),
     }
+
+
+def _long_prompt(model, prompt: dict, out_dir: Path) -> dict:
+    """One forward pass over a prompt past original_max_position_embeddings; its
+    last ``keep_last`` positions are compared with the reference."""
+    import torch
+
+    ids = torch.tensor([prompt["input_ids"]])
+    keep = int(prompt["keep_last"])
+    info(f"running a {ids.shape[1]}-token prompt past the original context")
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -keep:].float().numpy()
+    path = out_dir / f"{prompt['id']}.logits.npy"
+    np.save(path, logits.astype(np.float32))
+    return {"id": prompt["id"], "logits_path": str(path), "comparison": compare_logits(np.load(prompt["reference_logits"]), logits)}
 
 
 def _as_list(value) -> list[int]:

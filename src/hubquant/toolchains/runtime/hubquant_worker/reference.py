@@ -115,13 +115,43 @@ def handle(request: dict) -> dict:
             }
         )
 
+    long_prompt = None
+    if request.get("long_prompt"):
+        long_prompt = _long_prompt(model, tokenizer, request["long_prompt"], out_dir)
+
     return {
         "prompts": results,
+        "long_prompt": long_prompt,
         "eos_ids": eos_ids,
         "chat_template": tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
         "vocab_size": int(config.vocab_size),
         "parameters": int(sum(p.numel() for p in model.parameters())),
     }
+
+
+def long_prompt_ids(tokenizer, length: int) -> list[int]:
+    """Ordinary text, repeated to ``length`` tokens."""
+    text = (
+        "The river runs past the old mill, where the miller counts sacks of grain "
+        "and writes each number in a ledger kept since his grandfather's time. "
+    )
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return (ids * (length // len(ids) + 1))[:length]
+
+
+def _long_prompt(model, tokenizer, request: dict, out_dir: Path) -> dict:
+    """Run one sequence past original_max_position_embeddings, keeping the
+    logits of its last ``keep_last`` positions."""
+    import torch
+
+    ids = long_prompt_ids(tokenizer, int(request["length"]))
+    keep = int(request["keep_last"])
+    info(f"running a {len(ids)}-token prompt past the original context")
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]), logits_to_keep=keep).logits[0].float().numpy()
+    path = out_dir / f"{request['id']}.logits.npy"
+    np.save(path, logits[-keep:].astype(np.float32))
+    return {"id": request["id"], "text": "", "input_ids": ids, "logits_path": str(path), "continuation": []}
 
 
 def _tokens_only(request: dict, model_dir: Path, config, tokenizer) -> dict:
