@@ -264,3 +264,41 @@ def test_other_variant_replaces_only_on_request(ov_hub, ov_alice, job, downloads
     assert "group-size=64" in manifest["targets"][0]
     assert [entry["target"] for entry in manifest["artifacts"]] == manifest["targets"]
     assert len(ov_alice.list_repo_commits(INT4_REPO)) == commits + 1
+
+
+def test_card_states_what_runs_past_the_original_context(downloads, openvino_toolchain):
+    """Phi-3.5-mini uses LongRoPE: its releases were run past the original
+    context, and the card's word on optimum-intel matches what a user gets when
+    generating from a 4112-token prompt with the release."""
+    import subprocess
+
+    from hubquant.toolchains.runner import worker_environment
+
+    folder = downloads[INT4_REPO]
+    statuses = check_statuses(_manifest(folder)["artifacts"][0]["validation"])
+    assert statuses["past the original context"] == "passed"
+    assert statuses["openvino-genai past the original context"] == "passed"
+    script = (
+        "import sys, torch\n"
+        "from optimum.intel import OVModelForCausalLM\n"
+        "model = OVModelForCausalLM.from_pretrained(sys.argv[1])\n"
+        "ids = torch.tensor([[450 + i % 7 for i in range(4112)]])\n"
+        "try:\n"
+        "    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False, pad_token_id=0)\n"
+        "    print('generated')\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__)\n"
+    )
+    run = subprocess.run(
+        [str(openvino_toolchain.python), "-c", script, str(folder)],
+        capture_output=True, text=True, env=worker_environment(folder.parent / "home"), timeout=600,
+    )
+    outcome = run.stdout.strip().splitlines()[-1]
+    _, body = _card(folder)
+    section = body.split("### Past the original context", 1)[1].split("###", 1)[0]
+    assert "short rope factors apply up to 4096 tokens" in section
+    if outcome == "generated":
+        assert "generated from that prompt" in section
+    else:
+        assert "optimum-intel cannot generate from prompts that long" in section
+        assert f"failed with `{outcome}" in section

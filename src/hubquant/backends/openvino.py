@@ -26,7 +26,7 @@ from hubquant import toolchains
 from hubquant.backends.base import Artifact, BuildContext, Release
 from hubquant.errors import SourceError, ToolchainError, UsageError
 from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
-from hubquant.reference import LONG_PROMPT_KEPT
+from hubquant.reference import LONG_PROMPT_KEPT, original_context
 from hubquant.resources import MEMORY_BASE
 from hubquant.targets import Target
 from hubquant.validation import ValidationReport
@@ -469,6 +469,14 @@ class OpenvinoBackend:
             return
         release.facts["reference_validation"] = base.report.to_dict()
         release.facts["unquantized_precision"] = base.precision
+        long_prompt = (base.evaluation or {}).get("long_prompt")
+        if long_prompt is not None:
+            release.facts["long_context"] = {
+                "tokens": len(context.reference.long_prompt.input_ids),
+                "original": original_context(context.source.config),
+                "optimum_generate_error": long_prompt["optimum_generate_error"],
+                "versions": {name: release.facts["tool_versions"][name] for name in ("optimum-intel", "transformers")},
+            }
         if not base.report.passed and not context.force:
             reason = f"the unquantized {base.precision} export failed validation: {base.report.summary()}"
             self._fail(context, release, target, reason)
@@ -875,6 +883,7 @@ def card_context(
         "calibration": release.facts.get("calibration"),
         "data_free": release.facts.get("data_free"),
         "unquantized_precision": release.facts.get("unquantized_precision", "fp16"),
+        "long_context": release.facts.get("long_context"),
         "validation": {
             "status": "forced" if facts.get("forced") else validation["status"],
             "checks": validation["checks"],

@@ -297,6 +297,17 @@ def check_runtime_behaviour(report: ValidationReport, context, evaluation: dict)
             else f"LLMPipeline does not stop on EOS ids {missing} (it stops on {sorted(stops)})",
         )  # fmt: skip
 
+    long_prompt = evaluation.get("long_prompt")
+    if long_prompt is not None:
+        agrees = long_prompt["genai_first_token"] == long_prompt["argmax"] or long_prompt["margin"] <= RUNTIME_TIE_MARGIN
+        report.add(
+            "openvino-genai past the original context",
+            agrees,
+            "LLMPipeline's first greedy token on the long prompt is the IR's top token" if agrees
+            else f"LLMPipeline generates token {long_prompt['genai_first_token']} on the long prompt, "
+            f"the IR's top token is {long_prompt['argmax']}",
+        )  # fmt: skip
+
     disagreements = []
     for prompt, result in prompts:
         step = first_difference(result["continuation"], result["genai_continuation"])

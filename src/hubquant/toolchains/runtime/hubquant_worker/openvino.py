@@ -435,7 +435,7 @@ def evaluate(request: dict) -> dict:
 
     long_prompt = None
     if request.get("long_prompt"):
-        long_prompt = _long_prompt(model, request["long_prompt"], out_dir)
+        long_prompt = _long_prompt(model, pipeline, request["long_prompt"], out_dir)
 
     generation_config = pipeline.get_generation_config()
     hf_template = hf_tokenizer.chat_template if isinstance(hf_tokenizer.chat_template, str) else None
@@ -452,9 +452,10 @@ def evaluate(request: dict) -> dict:
     }
 
 
-def _long_prompt(model, prompt: dict, out_dir: Path) -> dict:
-    """One forward pass over a prompt past original_max_position_embeddings; its
-    last ``keep_last`` positions are compared with the reference."""
+def _long_prompt(model, pipeline, prompt: dict, out_dir: Path) -> dict:
+    """Run a prompt past original_max_position_embeddings: one forward pass
+    (its last ``keep_last`` positions are compared with the reference), then one
+    generated token in each runtime, as a user's long prompt would."""
     import torch
 
     ids = torch.tensor([prompt["input_ids"]])
@@ -464,7 +465,23 @@ def _long_prompt(model, prompt: dict, out_dir: Path) -> dict:
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -keep:].float().numpy()
     path = out_dir / f"{prompt['id']}.logits.npy"
     np.save(path, logits.astype(np.float32))
-    return {"id": prompt["id"], "logits_path": str(path), "comparison": compare_logits(np.load(prompt["reference_logits"]), logits)}
+    generate_error = None
+    try:
+        with torch.no_grad():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False, pad_token_id=0)
+    except Exception as error:  # a runtime's limit, reported in the card, not a broken file
+        generate_error = f"{type(error).__name__}: {error}"
+    genai_tokens = _genai_outputs(pipeline, prompt, 1)
+    top_two = np.sort(logits[-1])[-2:]
+    return {
+        "id": prompt["id"],
+        "logits_path": str(path),
+        "comparison": compare_logits(np.load(prompt["reference_logits"]), logits),
+        "optimum_generate_error": generate_error,
+        "genai_first_token": genai_tokens[0] if genai_tokens else None,
+        "argmax": int(logits[-1].argmax()),
+        "margin": float(top_two[1] - top_two[0]),
+    }
 
 
 def _as_list(value) -> list[int]:
