@@ -11,7 +11,7 @@ from hubquant.backends.mlx import RECIPES, parse_precision
 
 from mlx_helpers import build_direct, checks_of, reference_for
 
-TARGETS = ["2bit", "3bit", "5bit", "6bit", "4bit-g32", "mxfp4", "mxfp8", "mixed_2_6", "mixed_3_4", "mixed_4_6", "fp16"]
+TARGETS = ["2bit", "3bit", "5bit", "6bit", "4bit-g32", "mxfp4", "nvfp4", "mxfp8", "mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6", "fp16"]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_config_records_quantization(artifacts, name):
     assert quantization.get("mode", "affine") == fmt.mode
 
 
-@pytest.mark.parametrize("recipe", ["mixed_2_6", "mixed_3_4", "mixed_4_6"])
+@pytest.mark.parametrize("recipe", ["mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6"])
 def test_recipe_uses_both_widths(artifacts, recipe):
     low, high = RECIPES[recipe]
     widths = {setting["bits"] for setting in artifacts[recipe].facts["layer_settings"]}
