@@ -6,6 +6,7 @@ RoPE keys under rope_parameters, as transformers 5 saves them."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -275,6 +276,24 @@ def test_rope_parameters_card_states_context_limit(downloaded):
     assert "### RoPE settings" in body
     assert "inside `rope_parameters`" in body
     assert "matches the source up to 4096 tokens" in body
+    # The drift past that length is measured on the source run, not assumed.
+    measured = re.search(
+        r"Measured on a 4112-token prompt, the source run in mlx-lm with these factors differs from "
+        r"transformers by ([\d.e+-]+) in its largest logit difference, with ([\d.]+)% top-1 agreement", body
+    )
+    assert measured, body
+    assert float(measured.group(1)) > 0.05
+
+
+def test_long_prompt_measured_not_judged(releases):
+    """Past the original context the conversion carries the short factors; the
+    check records the difference as skipped, with the reason."""
+    _, phi4_mini = releases
+    checks = {check["name"]: check for check in phi4_mini.releases[0].validation["checks"]}
+    long_check = checks["past the original context"]
+    assert long_check["status"] == "skipped"
+    assert long_check["detail"].startswith("a 4112-token prompt: max logit difference ")
+    assert "uses the short rope factors at every position" in long_check["detail"]
 
 
 def test_phi3_card_has_no_rope_section(downloaded):

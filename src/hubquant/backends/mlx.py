@@ -449,6 +449,9 @@ class MlxBackend:
     name = "mlx"
     toolchain = "mlx"
     library_name = "mlx"
+    # LongRoPE sources get a prompt past their original context, measured on the
+    # source run in mlx-lm (see mlx_checks.check_long_prompt).
+    checks_long_context = True
 
     def normalize_precision(self, precision: str) -> str:
         return parse_precision(precision).name
@@ -501,6 +504,8 @@ class MlxBackend:
                 self._fail(context, release, target, str(error))
             return
         release.facts["reference_validation"] = source_run["report"]
+        # The measures past the original context go to the card with the rope facts.
+        mlx_input.rope["long_prompt"] = source_run.get("long_prompt")
         release.facts["rope"] = mlx_input.rope
         if source_run["report"]["status"] == "failed" and not context.force:
             summary = "; ".join(

@@ -17,7 +17,7 @@ from pathlib import Path
 from hubquant import toolchains
 from hubquant.backends.gguf_checks import check_quantized, check_runtime_against_source
 from hubquant.errors import ToolchainError
-from hubquant.reference import CHAT_PROMPTS, ReferenceOutputs
+from hubquant.reference import CHAT_PROMPTS, LONG_PROMPT_KEPT, ReferenceOutputs
 from hubquant.source import chat_template_of
 from hubquant.validation import ValidationReport
 
@@ -130,6 +130,13 @@ def _evaluate(toolchain, folder: Path, context, out_dir: Path, *, logits: dict[s
         "stop_prompt": STOP_PROMPT,
         "out_dir": str(out_dir),
     }
+    if reference is not None and reference.long_prompt is not None and logits is None:
+        request["long_prompt"] = {
+            "id": reference.long_prompt.id,
+            "input_ids": reference.long_prompt.input_ids,
+            "reference_logits": reference.long_prompt.logits_path,
+            "keep_last": LONG_PROMPT_KEPT,
+        }
     try:
         return toolchains.run_step(toolchain, "mlx", request).data, ""
     except ToolchainError as error:
@@ -152,6 +159,7 @@ def source_run(context, toolchain, mlx_input) -> dict:
         return json.loads(cache.read_text())
     report = ValidationReport()
     logits: dict[str, str] = {}
+    long_prompt = None
     if context.reference is None:
         report.skip("logits match transformers", "the reference run was skipped")
     else:
@@ -166,13 +174,39 @@ def source_run(context, toolchain, mlx_input) -> dict:
         logits = {prompt["id"]: prompt["logits_path"] for prompt in evaluation["prompts"]}
         check_runtime_against_source(report, evaluation, context.reference, SOURCE_LOGIT_LIMIT, SOURCE_TOP1_MIN)
         check_tokenizer(report, evaluation, context.reference)
-    result = {"report": report.to_dict(), "logits": logits}
+        long_prompt = check_long_prompt(report, evaluation, context.reference, mlx_input.rope)
+    result = {"report": report.to_dict(), "logits": logits, "long_prompt": long_prompt}
     if context.reference is None:
         # Nothing was compared, which the card must not call a pass.
         result["report"]["status"] = "skipped"
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(result))
     return result
+
+
+def check_long_prompt(report: ValidationReport, evaluation: dict, reference, rope: dict) -> dict | None:
+    """Compare the source run in mlx-lm with transformers past a LongRoPE
+    source's original context; return the measures for the card.
+
+    Where the conversion carries the short factors in place of the long ones
+    (mlx-lm applies one set at every position), the difference is measured and
+    reported, not judged: the card states that limit.
+    """
+    measured = (evaluation.get("long_prompt") or {}).get("comparison")
+    if measured is None:
+        return None
+    tokens = len(reference.long_prompt.input_ids)
+    facts = {"tokens": tokens, "max_abs_diff": measured["max_abs_diff"], "top1_agreement": measured["top1_agreement"]}
+    detail = (
+        f"a {tokens}-token prompt: max logit difference {measured['max_abs_diff']:.3g}, "
+        f"top-1 agreement {100 * measured['top1_agreement']:.0f}%"
+    )
+    if rope.get("context_limit"):
+        report.skip("past the original context", f"{detail}; this conversion uses the short rope factors at every position")
+    else:
+        passed = measured["finite"] and measured["max_abs_diff"] <= SOURCE_LOGIT_LIMIT and measured["top1_agreement"] >= SOURCE_TOP1_MIN
+        report.add("past the original context", passed, f"{detail} (limit {SOURCE_LOGIT_LIMIT})")
+    return facts
 
 
 def validate_release(context, toolchain, folder: Path, fmt, mlx_input, converted: dict, source_run: dict, eos_ids: list[int]) -> tuple[ValidationReport, dict | None]:

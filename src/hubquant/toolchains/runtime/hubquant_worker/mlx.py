@@ -407,10 +407,21 @@ def evaluate(request: dict) -> dict:
             entry["comparison"] = compare_logits(np.load(prompt["reference_logits"]), logits)
         results.append(entry)
 
+    long_prompt = None
+    if request.get("long_prompt"):
+        # One forward pass past the source's original context; only the last
+        # positions are compared (and kept), as the reference kept them.
+        prompt = request["long_prompt"]
+        keep = int(prompt["keep_last"])
+        info(f"running a {len(prompt['input_ids'])}-token prompt past the original context")
+        logits = np.array(model(mx.array([prompt["input_ids"]]))[0, -keep:].astype(mx.float32))
+        long_prompt = {"id": prompt["id"], "comparison": compare_logits(np.load(prompt["reference_logits"]), logits)}
+
     eos_ids = [int(token) for token in request.get("eos_ids", [])]
     stop_ids = list(tokenizer.encode(request.get("stop_prompt", "Hello")))
     return {
         "prompts": results,
+        "long_prompt": long_prompt,
         "eos_token_ids": sorted(int(token) for token in tokenizer.eos_token_ids),
         "forced_stops": _forced_stops(model, tokenizer, stop_ids, eos_ids),
         "chat_template": tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
