@@ -97,6 +97,20 @@ def measure(command: list[str], watched: list[Path], env: dict) -> dict:
     return {"seconds": round(elapsed, 2), "peak_rss_bytes": usage.ru_maxrss * 1024, "peak_disk_bytes": peak_disk}
 
 
+def build_model(dest: Path) -> Path:
+    """Build the Phi-3-mini-shaped model in a child process and return its folder.
+
+    Linux carries a process's peak RSS over fork and exec, so a parent that held
+    the model's arrays would set a floor under every variant's measured peak.
+    """
+    script = (
+        "import sys; from pathlib import Path; from hubquant.tinymodels import build_tiny_model;"
+        "build_tiny_model('phi-3-mini-4k-instruct', Path(sys.argv[1]), hidden_size=3072, intermediate_size=8192)"
+    )
+    subprocess.run([sys.executable, "-c", script, str(dest)], check=True)
+    return dest
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the results.")
@@ -104,14 +118,11 @@ def main() -> int:
     args = parser.parse_args()
 
     from hubquant import toolchains
-    from hubquant.tinymodels import build_tiny_model
 
     gguf = toolchains.ensure("gguf")
     toolchains.ensure("reference")
     scratch = Path(tempfile.mkdtemp(prefix="hubquant-bench-", dir=args.work))
-    model = build_tiny_model(
-        "phi-3-mini-4k-instruct", scratch / "Phi-3-mini-shaped", hidden_size=3072, intermediate_size=8192
-    )
+    model = build_model(scratch / "Phi-3-mini-shaped")
     converter = str(gguf.root / "llama.cpp" / "convert_hf_to_gguf.py")
     env = {key: value for key, value in os.environ.items() if not key.startswith("HF_TOKEN")}
     env["PYTHONPATH"] = str(gguf.root / "llama.cpp" / "gguf-py")

@@ -79,7 +79,7 @@ class JobRequest:
     calibration_file: Path | None = None
     calibration_dataset: str | None = None
     calibration_options: CalibrationOptions = field(default_factory=CalibrationOptions)
-    # Refuse targets whose build cannot fit in the free memory (before download).
+    # Reject targets whose build cannot fit in the free memory (checked before the download).
     check_memory: bool = True
 
 
@@ -254,7 +254,7 @@ def _check_backends(source: LocalSource, targets: list[Target]) -> None:
 
 
 def _check_architecture(architecture: str, targets: list[Target]) -> None:
-    # A backend's own reason comes first: it says more than "not supported".
+    # A backend's own reason comes first because it is more specific than "not supported".
     for target in targets:
         reason = get_backend(target.backend).rejection_reason(architecture, target)
         if reason is not None:
@@ -309,17 +309,18 @@ def _plan_releases(api: HfApi, request: JobRequest, model_name: str, source_id: 
 
 
 def _check_replaced_variants(planned: list[PlannedRelease], request: JobRequest) -> None:
-    """A repo that holds one variant (OpenVINO's, one per precision) is replaced
-    by another variant only on request, since the files keep their names."""
+    """Raise PublishError where a one-variant repo (OpenVINO's, one per precision)
+    contains another variant, unless --update-existing was given, because the
+    new files would replace the old ones under the same names."""
     for release in planned:
         manifest = release.repo.manifest if release.repo else None
         if not manifest or not getattr(release.backend, "one_variant_per_repo", False):
             continue
-        asked = {str(target) for target in release.targets}
-        held = sorted(entry["target"] for entry in manifest.get("artifacts", []) if entry["target"] not in asked)
-        if held and not request.update_existing:
+        requested = {str(target) for target in release.targets}
+        existing = sorted(entry["target"] for entry in manifest.get("artifacts", []) if entry["target"] not in requested)
+        if existing and not request.update_existing:
             raise PublishError(
-                f"{release.name} holds {', '.join(held)}, and this run builds {', '.join(sorted(asked))} "
+                f"{release.name} contains {', '.join(existing)}, and this run builds {', '.join(sorted(requested))} "
                 "with the same file names; pass --update-existing to replace it, or --repo-name to "
                 "publish the new variant beside it"
             )

@@ -29,8 +29,8 @@ MAX_NEW_TOKENS = 8
 
 # A LongRoPE model (Phi-3-128k, Phi-3.5, Phi-4-mini) switches from its short to
 # its long rope factors when a sequence passes original_max_position_embeddings.
-# One prompt that long checks the long factors at run time; only the logits of
-# its last positions are kept, since a full logit matrix of 4k positions is
+# One prompt that long checks the long factors at run time. Only the logits of
+# its last positions are kept, because a full logit matrix of 4k positions is
 # gigabytes for a 200k vocabulary.
 LONG_PROMPT_BEYOND = 16
 LONG_PROMPT_KEPT = 16
@@ -78,7 +78,7 @@ def prompt_requests(has_chat_template: bool) -> list[dict]:
 
 
 def original_context(config: dict) -> int | None:
-    """original_max_position_embeddings of a LongRoPE config, else None."""
+    """Return original_max_position_embeddings of a LongRoPE config, else None."""
     scaling = config.get("rope_scaling") or config.get("rope_parameters")
     if not isinstance(scaling, dict) or not scaling.get("long_factor"):
         return None

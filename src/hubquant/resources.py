@@ -27,20 +27,20 @@ MEMORY_BASE = 1_000_000_000
 
 
 def check_memory(parameters: int | None, targets: list[Target], available: int | None) -> None:
-    """Refuse targets whose build cannot fit in ``available`` bytes of memory.
+    """Raise ResourceError for a target whose build cannot fit in ``available`` bytes.
 
-    The estimates are lower bounds (the weights as the tool holds them, plus
-    MEMORY_BASE), so a refusal means the build would fail, not that it is tight.
+    The estimates are lower bounds (the weights as the tool loads them, plus
+    MEMORY_BASE), so the error means the build would fail, not that it is tight.
     """
     from hubquant.backends import get_backend
 
     if not parameters or available is None:
         return
     for target in targets:
-        needed, why = get_backend(target.backend).build_memory(parameters, target)
+        needed, reason = get_backend(target.backend).build_memory(parameters, target)
         if needed > available:
             raise ResourceError(
-                f"not enough memory for {target}: {why}, which takes at least {needed / 1e9:.1f} GB, "
+                f"not enough memory for {target}: {reason}, which takes at least {needed / 1e9:.1f} GB, "
                 f"and {available / 1e9:.1f} GB are free; free memory, run on a machine with more, "
                 "or choose gguf: targets, which convert memory-mapped"
             )

@@ -297,8 +297,8 @@ def download(
 
 
 def _forwarding_bar(on_progress: Callable[[float, float | None], None]):
-    """A progress-bar class for snapshot_download that draws nothing and passes
-    the byte count of its transfer bar to ``on_progress``."""
+    """Return a progress-bar class for snapshot_download that draws nothing and
+    passes the byte count of its transfer bar to ``on_progress``."""
     from huggingface_hub.utils import tqdm as hub_tqdm
 
     lock = threading.Lock()

@@ -52,11 +52,10 @@ def test_torch_index_empty_setting_adds_none(monkeypatch):
     assert torch_index_args() == []
 
 
-def test_llama_cpp_is_built_portably_with_its_release_commit(gguf_toolchain):
-    """The compiled library reports the commit of the release it was built from,
-    and only the CPU features of the portable x86-64 build: none of the build
-    machine's own extensions (on a CPU with AVX-512, such as the one this suite
-    was written on, a native build turns AVX512 on)."""
+def test_llama_cpp_build_is_portable(gguf_toolchain):
+    """The compiled library reports the commit of the release it was built from.
+    It has only the CPU features of the portable x86-64 build, none of the build
+    machine's own: on a CPU with AVX-512 a native build turns AVX512 on."""
     from hubquant import toolchains
     from hubquant.toolchains.setup import LLAMA_CPP_COMMIT, LLAMA_CPP_BUILD_NUMBER
 

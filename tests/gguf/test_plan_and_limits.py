@@ -41,7 +41,7 @@ def test_plan_estimates_memory_per_target(hub, phi3_source, tmp_path):
     plan = _plan(hub, tmp_path, "--target", "gguf:Q4_K_M", "--target", "onnx:int4", "--target", "mlx:4bit")
     parameters = plan["parameters"]
     build = plan["build_memory_bytes"]
-    # GGUF works memory-mapped; ONNX holds the model in float32, MLX in 16-bit.
+    # GGUF works memory-mapped. ONNX loads the model in float32, MLX in 16-bit.
     assert build["gguf:Q4_K_M"] == 0
     assert build["onnx:cpu-int4-rtn-block-32-acc-level-4"] == parameters * 4 + 1_000_000_000
     assert build["mlx:4bit"] == parameters * 2 + 1_000_000_000
@@ -95,8 +95,8 @@ def test_low_memory_skips_reference_but_checks_file(tiny_model, tmp_path, monkey
 
 
 def test_low_memory_refuses_whole_model_backends_before_download(hub, alice, tiny_model, tmp_path, monkeypatch):
-    """ONNX, OpenVINO and MLX load the whole model to build it: a machine without
-    that memory is told so before any weight is downloaded."""
+    """ONNX, OpenVINO and MLX load the whole model to build it, so a machine
+    without that memory gets an error before any weight is downloaded."""
     from hubquant.errors import ResourceError
     from hubquant.tinymodels import publish_tiny_model
 

@@ -61,7 +61,8 @@ def test_download_convert_and_quantize_report_progress(hub, alice, tiny_model, t
         dones = [done for done, _ in series]
         totals = {total for _, total in series}
         assert totals == {15}, series  # 2 layers x 6 tensors + embeddings, output, final norm
-        assert dones[0] == 0 and dones[-1] == 15
+        assert dones[0] == 0
+        assert dones[-1] == 15
         assert dones == sorted(dones)
 
 

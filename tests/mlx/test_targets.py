@@ -128,3 +128,18 @@ def test_card_tags(precision, tags):
     assert backend_tags[:2] == ["mlx", "mlx-lm"]
     assert ("quantized" in backend_tags) == (precision != "bf16")
     assert format_tags == tags
+
+
+def test_unvalidated_run_skips_the_mlx_run(tiny_model, tmp_path, monkeypatch):
+    """Benchmarks turn validation off. The release folder is then not loaded
+    and run in mlx-lm, which on MLX's CPU build takes longer than converting."""
+    from hubquant.backends import mlx_checks
+    from hubquant.pipeline import JobRequest, run_job
+
+    def no_validation(*args, **kwargs):
+        raise AssertionError("validate_release ran")
+
+    monkeypatch.setattr(mlx_checks, "validate_release", no_validation)
+    folder = tiny_model("phi-3-mini-4k-instruct")
+    result = run_job(JobRequest(source=str(folder), targets=["mlx:4bit"], output_dir=tmp_path, validate=False))
+    assert result.ok, result.releases[0].failed

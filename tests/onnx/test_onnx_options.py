@@ -47,3 +47,22 @@ def test_float_lm_head_left_unquantized(options_release):
     assert quantization["lm_head_bits"] is None
     assert "lm_head" not in quantization["matrices"]
     assert quantization["bits"] == [4]
+
+
+def test_unvalidated_run_builds_no_fp32(tiny_model, tmp_path, monkeypatch):
+    """Benchmarks turn validation off. The fp32 CPU variant, built only to
+    compare the others with, is then skipped."""
+    from hubquant.backends.onnx import OnnxBackend
+
+    built = []
+    original = OnnxBackend._build_variant
+
+    def recording(self, context, toolchain, variant, root, source_facts):
+        built.append(variant.name)
+        return original(self, context, toolchain, variant, root, source_facts)
+
+    monkeypatch.setattr(OnnxBackend, "_build_variant", recording)
+    folder = tiny_model("phi-3-mini-4k-instruct")
+    result = run_job(JobRequest(source=str(folder), targets=["onnx:int4"], output_dir=tmp_path, validate=False))
+    assert result.ok, result.releases[0].failed
+    assert built == ["cpu-int4-rtn-block-32-acc-level-4"]

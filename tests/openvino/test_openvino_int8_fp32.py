@@ -46,3 +46,23 @@ def test_int4_per_channel_group_size_reaches_ir(manifests):
     artifact = manifests["openvino:int4:group-size=-1,sym=true"]["artifacts"][0]
     assert artifact["facts"]["weight_compression"]["group_size"] == "-1"
     assert artifact["facts"]["weight_compression"]["mode"] == "int4_sym"
+
+
+def test_unvalidated_int4_exports_once(tiny_model, tmp_path, monkeypatch):
+    """Benchmarks turn validation off. The unquantized export, made only to
+    validate the quantized one against, is then skipped."""
+    from hubquant.backends.openvino import OpenvinoBackend
+    from hubquant.pipeline import JobRequest, run_job
+
+    exported = []
+    original = OpenvinoBackend._export
+
+    def recording(self, toolchain, work, name, source_dir, compression, calibration_texts=None):
+        exported.append(compression.precision)
+        return original(self, toolchain, work, name, source_dir, compression, calibration_texts)
+
+    monkeypatch.setattr(OpenvinoBackend, "_export", recording)
+    folder = tiny_model("phi-3-mini-4k-instruct")
+    result = run_job(JobRequest(source=str(folder), targets=["openvino:int4"], output_dir=tmp_path, validate=False))
+    assert result.ok, result.releases[0].failed
+    assert exported == ["int4"]

@@ -243,24 +243,25 @@ def test_card_versions_come_from_ir(downloads, openvino_toolchain):
 
 
 def test_other_variant_replaces_only_on_request(ov_hub, ov_alice, job, downloads, tmp_path):
-    """An int4 repo holds one variant, whose files keep their names: another
-    group size is refused before any work, and replaces it with --update-existing."""
+    """An int4 repo contains one variant, whose files keep their names. Another
+    group size is rejected before any work, and replaces it with --update-existing."""
     commits = len(ov_alice.list_repo_commits(INT4_REPO))
-    held = _manifest(downloads[INT4_REPO])["targets"]
+    existing = _manifest(downloads[INT4_REPO])["targets"]
     command = ["run", SOURCE, "--target", "openvino:int4:group-size=64", "--push"]
 
-    refused = run_cli(command, hub=ov_hub, cwd=tmp_path)
-    assert refused.returncode != 0
-    assert f"{INT4_REPO} holds {held[0]}, and this run builds openvino:int4:" in refused.stderr
-    assert "pass --update-existing to replace it, or --repo-name" in refused.stderr
-    assert "converting" not in refused.stderr
+    rejected = run_cli(command, hub=ov_hub, cwd=tmp_path)
+    assert rejected.returncode != 0
+    assert f"{INT4_REPO} contains {existing[0]}, and this run builds openvino:int4:" in rejected.stderr
+    assert "pass --update-existing to replace it, or --repo-name" in rejected.stderr
+    assert "converting" not in rejected.stderr
     assert len(ov_alice.list_repo_commits(INT4_REPO)) == commits
 
     replaced = run_cli([*command, "--update-existing"], hub=ov_hub, cwd=tmp_path)
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     folder = Path(snapshot_download(INT4_REPO, endpoint=ov_hub.url, token=ov_hub.token_for("alice"), local_dir=tmp_path / "after"))
     manifest = _manifest(folder)
-    assert len(manifest["targets"]) == 1 and manifest["targets"] != held
+    assert len(manifest["targets"]) == 1
+    assert manifest["targets"] != existing
     assert "group-size=64" in manifest["targets"][0]
     assert [entry["target"] for entry in manifest["artifacts"]] == manifest["targets"]
     assert len(ov_alice.list_repo_commits(INT4_REPO)) == commits + 1

@@ -175,7 +175,7 @@ ARCHITECTURES = frozenset(
 # weighs them with sparsemixer (modeling_phimoe.py), whose weights do not sum to
 # one. On the tiny Phi-tiny-MoE model the F32 conversion measured a max logit
 # difference of 14.7 and 13% top-1 agreement with transformers.
-COMPUTES_OTHERWISE = {
+DIVERGING_ARCHITECTURES = {
     "PhiMoEForCausalLM": (
         "llama.cpp b11312 routes PhiMoE's experts with a renormalised softmax over the top two, "
         "while the source uses sparsemixer, so a GGUF would not compute what the source computes "
@@ -209,7 +209,7 @@ class GgufBackend:
         return ARCHITECTURES
 
     def rejection_reason(self, architecture: str, target: Target) -> str | None:
-        reason = COMPUTES_OTHERWISE.get(architecture)
+        reason = DIVERGING_ARCHITECTURES.get(architecture)
         if reason is None:
             return None
         return (

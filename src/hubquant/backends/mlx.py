@@ -28,6 +28,7 @@ from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING,
 from hubquant.resources import MEMORY_BASE
 from hubquant.source import CONFIG_FILES, TOKENIZER_FILES, LocalSource, read_safetensors_header
 from hubquant.targets import Target
+from hubquant.validation import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -573,9 +574,13 @@ class MlxBackend:
             return
 
         context.reporter.step(key, VALIDATING)
-        report, evaluation = mlx_checks.validate_release(
-            context, toolchain, out_dir, fmt, mlx_input, converted, source_run, eos_ids
-        )
+        if context.validate:
+            report, evaluation = mlx_checks.validate_release(
+                context, toolchain, out_dir, fmt, mlx_input, converted, source_run, eos_ids
+            )
+        else:
+            report, evaluation = ValidationReport(), None
+            report.skip("validation", "turned off for a benchmark run")
         if not report.passed and not context.force:
             shutil.rmtree(out_dir, ignore_errors=True)
             self._fail(context, release, target, f"validation failed: {report.summary()}")

@@ -356,6 +356,14 @@ class OnnxBackend:
         reference_variant = Variant("cpu", "fp32")
         published_root = work / "release"
         requested_fp32 = any(variant == reference_variant for variant in variants.values())
+        if not (requested_fp32 or context.validate or any(variant.data_aware for variant in variants.values())):
+            # A benchmark run without validation: nothing would read the fp32 variant.
+            skipped = ValidationReport()
+            skipped.skip("validation", "turned off for a benchmark run")
+            release.facts["reference_validation"] = skipped.to_dict()
+            for target, variant in variants.items():
+                self._build_and_publish(context, toolchain, release, target, variant, {}, published_root, source_facts, work)
+            return
         fp32_root = published_root if requested_fp32 else work / "reference"
         try:
             fp32 = self._build_variant(context, toolchain, reference_variant, fp32_root, source_facts)

@@ -76,10 +76,10 @@ BOOLEAN_OPTIONS = ("sym", "all-layers", "awq", "calibrate", "scale-estimation", 
 # of 0.0039-0.0045 (top-1 90-95%) and the int4 variants 0.31-0.94 (top-1
 # 28-61%, the worst with all-layers). An untrained network amplifies
 # quantization noise far more than a trained one, so the 4-bit limits are loose.
-# Past the original context (4112 tokens, tiny Phi-3.5-mini), fp32 differed by
-# 2.5e-5 and fp16 by 0.30: the fp16 IR's error grows with the position (0.10
-# at 64 random tokens, 0.72 at 1000, 2.0 at 4112; a model without LongRoPE
-# grows 4-6 times slower). Wrong long factors measured 17.1 with 0% top-1.
+# Past the original context (4112 tokens of text, tiny Phi-3.5-mini), fp32
+# differed by 2.5e-5 and fp16 by 0.30. The fp16 IR's error grows with the
+# position: 0.10 at 64 random tokens, 0.72 at 1000 and 2.0 at 4112. Wrong long
+# factors measured 17.1 with 0% top-1 (docs/benchmarks.md has the table).
 PRECISIONS = {
     precision.name: precision
     for precision in (
@@ -406,8 +406,8 @@ class OpenvinoBackend:
     name = "openvino"
     toolchain = "openvino"
     library_name = "openvino"
-    # One repo per precision holds one variant: its options are not in the
-    # file names, so another variant replaces it (see the pipeline).
+    # A repo per precision contains one variant. Its options are not in the file
+    # names, so another variant replaces it (see the pipeline).
     one_variant_per_repo = True
     # LongRoPE sources get a prompt past their original context (see reference.py).
     checks_long_context = True
@@ -461,6 +461,11 @@ class OpenvinoBackend:
         work = context.work_dir / "openvino"
         work.mkdir(parents=True, exist_ok=True)
 
+        if compression.quantized and not context.validate and not compression.data_aware:
+            # A benchmark run without validation: nothing would read the unquantized export.
+            self._build_unvalidated(context, toolchain, work, release, target, compression)
+            return
+
         context.reporter.step(key, CONVERTING)
         try:
             base = self._unquantized(context, toolchain, work, compression)
@@ -494,6 +499,20 @@ class OpenvinoBackend:
         if not report.passed and not context.force:
             self._fail(context, release, target, f"validation failed: {report.summary()}")
             return
+        self._publish(context, release, target, folder, described, report, compression, export)
+
+    def _build_unvalidated(self, context, toolchain, work: Path, release: Release, target: Target, compression: Compression) -> None:
+        """Export and publish a quantized target without the unquantized export it is validated against."""
+        context.reporter.step(self._key(release, target), QUANTIZING)
+        try:
+            source_dir = export_input(context.source, work)
+            folder, described, export = self._export(toolchain, work, f"{release.repo_name}-export", source_dir, compression)
+        except (ToolchainError, SourceError) as error:
+            self._fail(context, release, target, str(error))
+            return
+        report = ValidationReport()
+        report.skip("validation", "turned off for a benchmark run")
+        release.facts["reference_validation"] = report.to_dict()
         self._publish(context, release, target, folder, described, report, compression, export)
 
     def _key(self, release: Release, target: Target) -> str:
@@ -741,7 +760,7 @@ def _compression_facts(compression: Compression) -> dict:
 
 
 def _logits_paths(evaluation: dict) -> dict[str, str]:
-    """The logit files of an evaluation by prompt id, the long prompt's included."""
+    """Return the logit files of an evaluation by prompt id, the long prompt's included."""
     paths = {prompt["id"]: prompt["logits_path"] for prompt in evaluation["prompts"]}
     if evaluation.get("long_prompt"):
         paths[evaluation["long_prompt"]["id"]] = evaluation["long_prompt"]["logits_path"]

@@ -90,7 +90,7 @@ def convert(request: dict) -> dict:
             written = _WRITING.search(line)
             if written:
                 # The tensor data is written last, with a byte count on tqdm's
-                # bar; that is the long part of a conversion.
+                # bar. That is the long part of a conversion.
                 progress("convert", _tqdm_bytes(*written.group(1, 2)), _tqdm_bytes(*written.group(3, 4)))
                 continue
             lines.append(line)
@@ -657,8 +657,8 @@ def forced_stop(request: dict) -> dict:
 
 
 def build_info(request: dict) -> dict:
-    """What the compiled library says about its own build: the CPU features it
-    was compiled for and the llama.cpp commit given to the build."""
+    """Return what the compiled library reports about its own build: the CPU
+    features it was compiled for and the llama.cpp commit given to the build."""
     import llama_cpp
 
     library = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))

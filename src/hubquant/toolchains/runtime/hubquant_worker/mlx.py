@@ -409,7 +409,7 @@ def evaluate(request: dict) -> dict:
 
     long_prompt = None
     if request.get("long_prompt"):
-        # One forward pass past the source's original context; only the last
+        # One forward pass past the source's original context. Only the last
         # positions are compared (and kept), as the reference kept them.
         prompt = request["long_prompt"]
         keep = int(prompt["keep_last"])

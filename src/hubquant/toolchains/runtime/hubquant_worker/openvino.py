@@ -454,8 +454,8 @@ def evaluate(request: dict) -> dict:
 
 def _long_prompt(model, pipeline, prompt: dict, out_dir: Path) -> dict:
     """Run a prompt past original_max_position_embeddings: one forward pass
-    (its last ``keep_last`` positions are compared with the reference), then one
-    generated token in each runtime, as a user's long prompt would."""
+    (its last ``keep_last`` positions are compared with the reference), then a
+    short generation in each runtime, as a user's long prompt would run."""
     import torch
 
     ids = torch.tensor([prompt["input_ids"]])

@@ -130,7 +130,7 @@ def handle(request: dict) -> dict:
 
 
 def long_prompt_ids(tokenizer, length: int) -> list[int]:
-    """Ordinary text, repeated to ``length`` tokens."""
+    """Return the ids of ordinary text, repeated to ``length`` tokens."""
     text = (
         "The river runs past the old mill, where the miller counts sacks of grain "
         "and writes each number in a ledger kept since his grandfather's time. "
@@ -155,8 +155,8 @@ def _long_prompt(model, tokenizer, request: dict, out_dir: Path) -> dict:
 
 
 def _tokens_only(request: dict, model_dir: Path, config, tokenizer) -> dict:
-    """The prompts' ids and the tokenizer facts, without loading the weights
-    (for a machine without the memory to run the model in float32)."""
+    """Return the prompts' ids and the tokenizer facts without loading the
+    weights (for a machine without the memory to run the model in float32)."""
     info(f"tokenizing the prompts with {model_dir.name}'s tokenizer; the model is not loaded")
     results = []
     for prompt in request["prompts"]:
