@@ -25,7 +25,6 @@ from hubquant import toolchains
 from hubquant.backends.base import Artifact, BuildContext, Release
 from hubquant.errors import SourceError, ToolchainError, UsageError
 from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
-from hubquant.resources import MEMORY_BASE
 from hubquant.source import CONFIG_FILES, TOKENIZER_FILES, LocalSource, read_safetensors_header
 from hubquant.targets import Target
 from hubquant.validation import ValidationReport
@@ -484,7 +483,7 @@ class MlxBackend:
         return int(parameters * parse_precision(target.precision).nominal_bits_per_weight / 8)
 
     def build_memory(self, parameters: int, target: Target) -> tuple[int, str]:
-        return parameters * 2 + MEMORY_BASE, "mlx-lm holds the whole model in 16-bit to convert it"
+        return parameters * 2, "mlx-lm loads the whole model in 16-bit to convert it"
 
     def build(self, context: BuildContext, release: Release) -> None:
         from hubquant.backends import mlx_checks

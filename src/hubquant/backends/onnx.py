@@ -324,7 +324,8 @@ class OnnxBackend:
         return int(parameters * ESTIMATED_BITS[parse_variant(target.precision).precision] / 8)
 
     def build_memory(self, parameters: int, target: Target) -> tuple[int, str]:
-        return parameters * 4 + MEMORY_BASE, "the model builder loads the whole model in transformers in float32"
+        # The builder holds the float32 model and the graph's float32 initializers.
+        return parameters * 8 + MEMORY_BASE, "the model builder holds the whole model twice in float32"
 
     # --- build ---------------------------------------------------------------
 
