@@ -63,6 +63,18 @@ class ReferenceOutputs:
     # cover only its last LONG_PROMPT_KEPT positions, and it has no continuation.
     long_prompt: ReferencePrompt | None = None
 
+    def long_prompt_request(self, reference_logits: str | None = None) -> dict | None:
+        """Return the long prompt as the backend workers take it, compared with
+        ``reference_logits`` (a logits file) or else with transformers'."""
+        if self.long_prompt is None:
+            return None
+        return {
+            "id": self.long_prompt.id,
+            "input_ids": self.long_prompt.input_ids,
+            "reference_logits": reference_logits or self.long_prompt.logits_path,
+            "keep_last": LONG_PROMPT_KEPT,
+        }
+
 
 def prompt_requests(has_chat_template: bool) -> list[dict]:
     prompts = [

@@ -35,6 +35,13 @@ class ValidationReport:
         self.checks.append(check)
         return check
 
+    @classmethod
+    def turned_off(cls) -> ValidationReport:
+        """Return the report of an artifact built with validation off (benchmark runs only)."""
+        report = cls()
+        report.skip("validation", "turned off for a benchmark run")
+        return report
+
     @property
     def failures(self) -> list[Check]:
         return [check for check in self.checks if check.status == FAILED]

@@ -41,7 +41,7 @@ def test_plan_estimates_memory_per_target(hub, phi3_source, tmp_path):
     plan = _plan(hub, tmp_path, "--target", "gguf:Q4_K_M", "--target", "onnx:int4", "--target", "mlx:4bit")
     parameters = plan["parameters"]
     build = plan["build_memory_bytes"]
-    # GGUF works memory-mapped. The ONNX builder holds the model twice in float32, MLX once in 16-bit.
+    # GGUF works memory-mapped. The ONNX builder keeps the model twice in float32, MLX once in 16-bit.
     assert build["gguf:Q4_K_M"] == 0
     assert build["onnx:cpu-int4-rtn-block-32-acc-level-4"] == parameters * 8 + 300_000_000
     assert build["mlx:4bit"] == parameters * 2

@@ -17,7 +17,7 @@ from pathlib import Path
 from hubquant import toolchains
 from hubquant.backends.gguf_checks import check_quantized, check_runtime_against_source
 from hubquant.errors import ToolchainError
-from hubquant.reference import CHAT_PROMPTS, LONG_PROMPT_KEPT, ReferenceOutputs
+from hubquant.reference import CHAT_PROMPTS, ReferenceOutputs
 from hubquant.source import chat_template_of
 from hubquant.validation import ValidationReport
 
@@ -130,13 +130,9 @@ def _evaluate(toolchain, folder: Path, context, out_dir: Path, *, logits: dict[s
         "stop_prompt": STOP_PROMPT,
         "out_dir": str(out_dir),
     }
-    if reference is not None and reference.long_prompt is not None and logits is None:
-        request["long_prompt"] = {
-            "id": reference.long_prompt.id,
-            "input_ids": reference.long_prompt.input_ids,
-            "reference_logits": reference.long_prompt.logits_path,
-            "keep_last": LONG_PROMPT_KEPT,
-        }
+    if reference is not None and logits is None:
+        # Only the source run takes the long prompt: see check_long_prompt.
+        request["long_prompt"] = reference.long_prompt_request()
     try:
         return toolchains.run_step(toolchain, "mlx", request).data, ""
     except ToolchainError as error:

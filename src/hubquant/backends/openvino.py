@@ -26,7 +26,7 @@ from hubquant import toolchains
 from hubquant.backends.base import Artifact, BuildContext, Release
 from hubquant.errors import SourceError, ToolchainError, UsageError
 from hubquant.progress import CALIBRATING, CONVERTING, DONE, FAILED, QUANTIZING, VALIDATING
-from hubquant.reference import LONG_PROMPT_KEPT, original_context
+from hubquant.reference import original_context
 from hubquant.resources import MEMORY_BASE
 from hubquant.targets import Target
 from hubquant.validation import ValidationReport
@@ -510,8 +510,7 @@ class OpenvinoBackend:
         except (ToolchainError, SourceError) as error:
             self._fail(context, release, target, str(error))
             return
-        report = ValidationReport()
-        report.skip("validation", "turned off for a benchmark run")
+        report = ValidationReport.turned_off()
         release.facts["reference_validation"] = report.to_dict()
         self._publish(context, release, target, folder, described, report, compression, export)
 
@@ -650,12 +649,7 @@ class OpenvinoBackend:
         ]
         long_prompt = None
         if reference.long_prompt is not None:
-            long_prompt = {
-                "id": reference.long_prompt.id,
-                "input_ids": reference.long_prompt.input_ids,
-                "reference_logits": against["long"] if against is not None else reference.long_prompt.logits_path,
-                "keep_last": LONG_PROMPT_KEPT,
-            }
+            long_prompt = reference.long_prompt_request(against["long"] if against is not None else None)
         return toolchains.run_step(
             toolchain,
             "openvino",
