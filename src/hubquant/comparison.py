@@ -49,6 +49,24 @@ def check_logits_against_source(
     )
 
 
+def describe_long_prompt(measured: dict, tokens: int) -> str:
+    """Return the measures of the prompt past a LongRoPE source's original context."""
+    return (
+        f"a {tokens}-token prompt: max logit difference {measured['max_abs_diff']:.3g}, "
+        f"top-1 agreement {100 * measured['top1_agreement']:.0f}%"
+    )
+
+
+def check_long_prompt_against_source(report: ValidationReport, measured: dict, tokens: int, *, logit_limit: float, top1_min: float) -> None:
+    """Check the prompt past a LongRoPE source's original context against transformers."""
+    passed = measured["finite"] and measured["max_abs_diff"] <= logit_limit and measured["top1_agreement"] >= top1_min
+    report.add(
+        "past the original context",
+        passed,
+        f"{describe_long_prompt(measured, tokens)} (limit {logit_limit}, minimum {100 * top1_min:.0f}%)",
+    )
+
+
 def check_greedy_against_source(
     report: ValidationReport,
     reference: ReferenceOutputs,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hubquant import toolchains
 from hubquant.backends.gguf_checks import check_quantized, check_runtime_against_source
+from hubquant.comparison import check_long_prompt_against_source, describe_long_prompt
 from hubquant.errors import ToolchainError
 from hubquant.reference import CHAT_PROMPTS, ReferenceOutputs
 from hubquant.source import chat_template_of
@@ -192,17 +193,14 @@ def check_long_prompt(report: ValidationReport, evaluation: dict, reference, rop
     if measured is None:
         return None
     tokens = len(reference.long_prompt.input_ids)
-    facts = {"tokens": tokens, "max_abs_diff": measured["max_abs_diff"], "top1_agreement": measured["top1_agreement"]}
-    detail = (
-        f"a {tokens}-token prompt: max logit difference {measured['max_abs_diff']:.3g}, "
-        f"top-1 agreement {100 * measured['top1_agreement']:.0f}%"
-    )
     if rope.get("context_limit"):
-        report.skip("past the original context", f"{detail}; this conversion uses the short rope factors at every position")
+        report.skip(
+            "past the original context",
+            f"{describe_long_prompt(measured, tokens)}; this conversion uses the short rope factors at every position",
+        )
     else:
-        passed = measured["finite"] and measured["max_abs_diff"] <= SOURCE_LOGIT_LIMIT and measured["top1_agreement"] >= SOURCE_TOP1_MIN
-        report.add("past the original context", passed, f"{detail} (limit {SOURCE_LOGIT_LIMIT})")
-    return facts
+        check_long_prompt_against_source(report, measured, tokens, logit_limit=SOURCE_LOGIT_LIMIT, top1_min=SOURCE_TOP1_MIN)
+    return {"tokens": tokens, "max_abs_diff": measured["max_abs_diff"], "top1_agreement": measured["top1_agreement"]}
 
 
 def validate_release(context, toolchain, folder: Path, fmt, mlx_input, converted: dict, source_run: dict, eos_ids: list[int]) -> tuple[ValidationReport, dict | None]:

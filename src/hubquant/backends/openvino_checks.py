@@ -196,16 +196,11 @@ def check_against_source(report: ValidationReport, evaluation: dict, reference, 
     long_prompt = evaluation.get("long_prompt")
     if long_prompt is not None:
         measured = long_prompt["comparison"]
-        limit = long_logit_limit if long_logit_limit is not None else logit_limit
-        passed = measured["finite"] and measured["max_abs_diff"] <= limit and measured["top1_agreement"] >= top1_min
         report.metrics["long_prompt_max_abs_diff"] = measured["max_abs_diff"]
-        report.add(
-            "past the original context",
-            passed,
-            f"a {len(reference.long_prompt.input_ids)}-token prompt (long rope factors): max logit difference "
-            f"{measured['max_abs_diff']:.3g} (limit {limit}), top-1 agreement "
-            f"{100 * measured['top1_agreement']:.0f}% (minimum {100 * top1_min:.0f}%)",
-        )
+        comparison.check_long_prompt_against_source(
+            report, measured, len(reference.long_prompt.input_ids),
+            logit_limit=long_logit_limit if long_logit_limit is not None else logit_limit, top1_min=top1_min,
+        )  # fmt: skip
     for runtime, key in (("optimum-intel", "continuation"), ("openvino-genai", "genai_continuation")):
         continuations = [result[key] for result in evaluation["prompts"]]
         matched = check_greedy_against_source(

@@ -2,8 +2,9 @@
 
 Request: ``model_dir``, ``prompts`` (each ``{"id", "kind": "text"|"chat", "text" |
 "messages"}``), ``max_new_tokens``, ``out_dir``, ``tokens_only`` (tokenize the
-prompts without loading the weights). For every prompt the result holds
-the exact input ids, the path of a ``.npy`` file with the logits of every position,
+prompts without loading the weights) and ``long_prompt`` (``id``, ``length``,
+``keep_last``: one prompt past a LongRoPE source's original context). For every
+prompt the result contains the exact input ids, the path of a ``.npy`` file with the logits of every position,
 and the greedy continuation. The tokenizer facts the backends must preserve (EOS
 ids, chat template) come back too.
 """
